@@ -1,0 +1,94 @@
+"""`linear-theory simulate`: learning dynamics at chosen checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import cli
+
+
+def add_commands(sub):
+    p = sub.add_parser(
+        "simulate",
+        help="train a two-layer linear network and record mode strengths, loss and weight norms",
+        description="Train W2·W1 on a linear teacher and record, at each checkpoint, the mode strengths "
+        "a_i = u_iᵀW2W1v_i (in the order the singular values are given), the population loss "
+        "½‖W2W1 − A‖²_F (whitened inputs) and ‖W1‖², ‖W2‖². Time is in GD steps; "
+        "gradient-flow time = lr × steps.",
+    )
+    cli.add_teacher_args(p)
+    cli.add_init_args(p)
+    cli.add_schedule_args(p)
+    p.add_argument("--method", choices=("gd", "modes", "flow"), default="gd",
+                   help="gd: full-matrix GD in JAX (default); modes: the exact per-mode GD map "
+                        "(aligned init only); flow: the closed-form gradient flow at flow time lr × step "
+                        "(aligned init, constant rate)")
+    p.add_argument("--checkpoints", type=cli.step_list, default=[0, 10, 100, 1000, 10000],
+                   metavar="K1,K2,...", help="GD steps to record at (non-negative integers; 'inf' = fixed point)")
+    add_noise_args(p)
+    cli.add_output_args(p)
+    p.set_defaults(run=run)
+
+
+def add_noise_args(p):
+    """Noise options; filled in by the predictions module when present."""
+    try:
+        from ._cli_noise import add_noise_args as add
+    except ModuleNotFoundError:
+        return
+    add(p)
+
+
+def simulate_from_args(args):
+    from ._closed_form import gradient_flow
+    from ._gd_full import simulate_gd
+    from ._gd_map import check_checkpoints, check_lr, gd_modes
+
+    teacher = cli.teacher_from_args(args)
+    steps = check_checkpoints(args.checkpoints)
+    finite = steps[np.isfinite(steps)]
+    schedule = cli.schedule_from_args(args, finite.max() if finite.size else 1)
+    if args.init == "random" and args.init_std is None:
+        raise ValueError("--init random needs --init-std")
+    if args.method != "gd" and args.init != "aligned":
+        raise ValueError(f"--method {args.method} needs --init aligned")
+    if args.method == "flow" and (args.schedule != "constant" or args.weight_decay):
+        raise ValueError("--method flow is constant-rate gradient flow without weight decay")
+    if args.method in ("modes", "flow") and args.weight_decay:
+        raise ValueError(f"--method {args.method} has no weight decay; use --method gd")
+    kw = dict(init_strength=args.init_strength, d_hidden=args.d_hidden)
+    if args.method == "gd":
+        traj = simulate_gd(teacher, args.d_hidden, args.lr, steps, init=args.init, init_strength=args.init_strength,
+                           init_std=args.init_std, seed=args.seed, schedule=schedule, weight_decay=args.weight_decay,
+                           record_weights=getattr(args, "sigma", None) is not None and np.all(np.isfinite(steps)))
+    elif args.method == "modes":
+        traj = gd_modes(teacher, args.lr, steps, schedule=schedule, **kw)
+    else:
+        check_lr(teacher, args.lr)
+        traj = gradient_flow(teacher, steps * args.lr, **kw)
+        traj = type(traj)(**{**traj.__dict__, "times": steps, "time_unit": "steps", "lr": args.lr})
+    return teacher, traj
+
+
+def run(args):
+    teacher, traj = simulate_from_args(args)
+    payload = traj.to_dict()
+    payload["singular_values"] = teacher.s
+    payload["lr"] = args.lr
+    payload["units"]["flow_time"] = "lr × steps"
+    extra = {}
+    if getattr(args, "sigma", None) is not None:
+        from ._cli_noise import noise_columns
+
+        extra = noise_columns(args, teacher, traj)
+        payload.update(extra)
+    r = teacher.rank
+    headers = ["step", "loss", "|W1|^2", "|W2|^2"] + [f"a{i + 1}" for i in range(r)] + list(extra)
+    rows = [
+        [("inf" if np.isinf(t) else int(t)), traj.loss[k], traj.w1_sq_norm[k], traj.w2_sq_norm[k],
+         *traj.mode_strengths[k]] + [extra[c][k] for c in extra]
+        for k, t in enumerate(traj.times)
+    ]
+    title = (f"{traj.method}; s = {', '.join(f'{v:g}' for v in teacher.s)}; lr = {args.lr:g} "
+             f"(flow time = lr × step); loss = ½‖W2W1 − A‖²")
+    cli.emit(args, payload, title + "\n" + cli.format_table(headers, rows))

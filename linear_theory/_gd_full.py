@@ -1,0 +1,176 @@
+"""Full-matrix gradient descent on W1, W2 in JAX (jit + lax.scan, vmap over a batch)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._closed_form import initial_strengths
+from ._gd_map import check_checkpoints, check_lr, finite_gaps, segment_scan
+from ._schedules import CONSTANT, Schedule
+from ._teacher import Teacher, random_orthonormal
+from ._trajectory import STEPS, Trajectory
+from ._x64 import x64
+
+INITS = ("aligned", "random")
+
+
+def init_weights(
+    teacher: Teacher,
+    d_hidden: int,
+    init: str = "aligned",
+    init_strength=1e-6,
+    init_std: float | None = None,
+    seed: int = 0,
+):
+    """Initial (W1, W2) as float64 numpy arrays.
+
+    "aligned": W1 = R diag(√a0) Vᵀ, W2 = U diag(√a0) Rᵀ with R (h × r) orthonormal from
+    `seed` (only the first h modes when h < r). "random": i.i.d. N(0, init_std²) entries.
+    """
+    if d_hidden < 1:
+        raise ValueError("hidden width must be at least 1")
+    rng = np.random.default_rng(seed)
+    if init == "aligned":
+        k = min(d_hidden, teacher.rank)
+        a0 = initial_strengths(teacher, init_strength, d_hidden)[:k]
+        R = random_orthonormal(rng, d_hidden, k)
+        W1 = (R * np.sqrt(a0)) @ teacher.V[:, :k].T
+        W2 = (teacher.U[:, :k] * np.sqrt(a0)) @ R.T
+        return W1, W2
+    if init == "random":
+        if init_std is None or not np.isfinite(init_std) or init_std <= 0:
+            raise ValueError("random init needs a positive finite --init-std")
+        W1 = init_std * rng.standard_normal((d_hidden, teacher.d_in))
+        W2 = init_std * rng.standard_normal((teacher.d_out, d_hidden))
+        return W1, W2
+    raise ValueError(f"unknown init {init!r}; known: {', '.join(INITS)}")
+
+
+def loss_and_grads(W1, W2, A, Sxx, Syx, whitened: bool):
+    """Population loss ½ tr((W−A) Σx (W−A)ᵀ) and its gradients, W = W2 W1.
+
+    G = W Σx − Σyx;  ∇W2 = G W1ᵀ,  ∇W1 = W2ᵀ G.
+    """
+    W = W2 @ W1
+    E = W - A
+    G = E if whitened else W @ Sxx - Syx
+    loss = 0.5 * jnp.sum(G * E)
+    return loss, G @ W1.T, W2.T @ G
+
+
+@jax.jit(static_argnames=("schedule", "whitened", "record_weights"))
+def _run(W1, W2, lr, wd, gaps, A, Sxx, Syx, U, V, schedule, whitened, record_weights):
+    def step(state, k):
+        W1, W2 = state
+        _, g2, g1 = loss_and_grads(W1, W2, A, Sxx, Syx, whitened)
+        eta = lr * schedule(k)
+        return W1 - eta * (g1 + wd * W1), W2 - eta * (g2 + wd * W2)
+
+    def record(state):
+        W1, W2 = state
+        loss, _, _ = loss_and_grads(W1, W2, A, Sxx, Syx, whitened)
+        a = jnp.sum(U * (W2 @ (W1 @ V)), axis=0)
+        out = dict(a=a, loss=loss, n1=jnp.sum(W1**2), n2=jnp.sum(W2**2))
+        if record_weights:
+            out.update(W1=W1, W2=W2)
+        return out
+
+    return segment_scan(step, record, (W1, W2), gaps)
+
+
+def _fixed_point(teacher: Teacher, d_hidden: int, weight_decay: float):
+    """Mode strengths at the global minimum: the best rank-h approximation (no decay)."""
+    if weight_decay != 0:
+        return None
+    k = min(d_hidden, teacher.rank)
+    a = np.zeros(teacher.rank)
+    a[:k] = teacher.targets[:k]
+    return a
+
+
+@x64
+def simulate_gd(
+    teacher: Teacher,
+    d_hidden: int,
+    lr,
+    checkpoints,
+    init: str = "aligned",
+    init_strength=1e-6,
+    init_std: float | None = None,
+    seed=0,
+    schedule: Schedule = CONSTANT,
+    weight_decay: float = 0.0,
+    record_weights: bool = False,
+) -> Trajectory:
+    """Gradient descent on the full matrices W1 (h × d_in), W2 (d_out × h).
+
+    W ← W − η_k (∇L + weight_decay · W), both layers from the same iterate, with
+    η_k = lr × schedule(k). Mode strengths are projections on the teacher's fixed pairs.
+
+    Args:
+      teacher, d_hidden: the problem; h may be smaller or larger than the rank.
+      lr: peak rate, scalar or 1-d array (vmapped).
+      checkpoints: steps to record at; inf is the theoretical fixed point (the rank-h
+        best approximation, balanced), available without weight decay only.
+      init, init_strength, init_std: see `init_weights`.
+      seed: int or 1-d list of ints (vmapped); seeds init (R or the Gaussian entries).
+      schedule: a `Schedule` multiplying lr per step.
+      weight_decay: coefficient of ½‖W‖² added to the loss of each layer.
+      record_weights: also return W1, W2 at every finite checkpoint.
+    Returns:
+      A Trajectory in steps with batch axes (seed, lr) for each of seed/lr given as a list.
+    """
+    lrs = check_lr(teacher, lr)
+    if not np.isfinite(weight_decay) or weight_decay < 0:
+        raise ValueError("weight decay must be a non-negative number")
+    c = check_checkpoints(checkpoints)
+    seeds = np.asarray(seed)
+    inits = [init_weights(teacher, d_hidden, init, init_strength, init_std, int(sd)) for sd in seeds.reshape(-1)]
+    W1_0 = jnp.asarray(np.stack([w[0] for w in inits]))
+    W2_0 = jnp.asarray(np.stack([w[1] for w in inits]))
+    whitened = teacher.input_variances is None
+    consts = [jnp.asarray(x) for x in (teacher.matrix, teacher.input_covariance, teacher.correlation, teacher.U, teacher.V)]
+    gaps = jnp.asarray(finite_gaps(c))
+    fin = np.isfinite(c)
+    run = lambda w1, w2, eta: _run(w1, w2, eta, weight_decay, gaps, *consts, schedule, whitened, record_weights)
+    # vmap over seeds (outer) and learning rates (inner).
+    batched = jax.vmap(jax.vmap(run, in_axes=(None, None, 0)), in_axes=(0, 0, None))
+    out = {k: np.asarray(v) for k, v in batched(W1_0, W2_0, jnp.asarray(lrs.reshape(-1))).items()} if fin.any() else {}
+
+    batch = (seeds.size, lrs.size)
+    T = c.size
+    a = np.full(batch + (T, teacher.rank), np.nan)
+    loss = np.full(batch + (T,), np.nan)
+    n1 = np.full(batch + (T,), np.nan)
+    n2 = np.full(batch + (T,), np.nan)
+    if fin.any():
+        a[..., fin, :], loss[..., fin], n1[..., fin], n2[..., fin] = out["a"], out["loss"], out["n1"], out["n2"]
+    if (~fin).any():
+        a_inf = _fixed_point(teacher, d_hidden, weight_decay)
+        if a_inf is None:
+            raise ValueError("the fixed point (step inf) is only known without weight decay")
+        a[..., ~fin, :] = a_inf
+        loss[..., ~fin] = 0.5 * np.sum(teacher.variances * (a_inf - teacher.targets) ** 2)
+        n1[..., ~fin] = n2[..., ~fin] = a_inf.sum()
+    squeeze = tuple(ax for ax, arr in enumerate((seeds, lrs)) if arr.ndim == 0)
+    W1 = W2 = None
+    if record_weights:
+        if (~fin).any():
+            raise ValueError("record_weights needs finite checkpoints")
+        W1, W2 = np.squeeze(out["W1"], squeeze), np.squeeze(out["W2"], squeeze)
+    return Trajectory(
+        times=c,
+        time_unit=STEPS,
+        mode_strengths=np.squeeze(a, squeeze),
+        loss=np.squeeze(loss, squeeze),
+        w1_sq_norm=np.squeeze(n1, squeeze),
+        w2_sq_norm=np.squeeze(n2, squeeze),
+        teacher=teacher,
+        d_hidden=d_hidden,
+        method=f"full-matrix GD ({init} init)",
+        lr=lrs if lrs.ndim else float(lrs),
+        W1=W1,
+        W2=W2,
+    )
