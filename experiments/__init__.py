@@ -1,0 +1,1 @@
+"""Toy transformer runs on a Markov language with a known spectrum."""

@@ -1,0 +1,2 @@
+"""Figure makers. Each figure is a function that takes a small config and returns
+(matplotlib Figure, data dict); the CLI (`linear-theory figures`) chooses, saves, reports."""
