@@ -1,0 +1,86 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from linear_theory.cli import main
+
+BASE = ["simulate", "--d-in", "24", "--d-hidden", "20", "--d-out", "16", "--singular-values", "2,1.5,1,0.5",
+        "--init", "aligned", "--init-strength", "1e-6", "--lr", "0.05", "--checkpoints", "0,10,100,1000",
+        "--seed", "0"]
+
+
+def test_simulate_json_contract(capsys):
+    assert main(BASE + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["steps"] == [0, 10, 100, 1000]
+    assert len(out["loss"]) == 4
+    a = np.array(out["mode_strengths"])
+    assert a.shape == (4, 4)
+    np.testing.assert_allclose(a[0], 1e-6, rtol=1e-12)
+    np.testing.assert_allclose(a[-1], [2, 1.5, 1, 0.5], rtol=1e-9)
+    # Balanced aligned weights: both squared norms are Σ a_i.
+    np.testing.assert_allclose(out["weight_sq_norms"]["W1"], a.sum(1), rtol=1e-10)
+    np.testing.assert_allclose(out["weight_sq_norms"]["W2"], a.sum(1), rtol=1e-10)
+    assert out["units"]["time"] == "steps"
+
+
+def test_simulate_methods_agree(capsys):
+    results = {}
+    for method in ("gd", "modes"):
+        assert main(BASE + ["--json", "--method", method]) == 0
+        results[method] = np.array(json.loads(capsys.readouterr().out)["mode_strengths"])
+    np.testing.assert_allclose(results["gd"], results["modes"], rtol=1e-10)
+
+
+def test_mode_order_follows_given_order(capsys):
+    args = BASE[:BASE.index("--singular-values")] + ["--singular-values", "0.5,2"] + \
+        BASE[BASE.index("--singular-values") + 2:]
+    assert main(args + ["--json"]) == 0
+    a = np.array(json.loads(capsys.readouterr().out)["mode_strengths"])
+    np.testing.assert_allclose(a[-1], [0.5, 2.0], rtol=1e-9)
+
+
+def test_table_output(capsys):
+    assert main(BASE) == 0
+    text = capsys.readouterr().out
+    assert "step" in text and "a4" in text and "1000" in text
+
+
+def test_random_init_and_out_file(tmp_path, capsys):
+    out = tmp_path / "res.json"
+    assert main(BASE[:-2] + ["--init", "random", "--init-std", "0.01", "--json", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == printed
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--singular-values", "2,-1"], "positive"),
+    (["--singular-values", "2,nan"], "finite"),
+    (["--singular-values", "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"], "at most"),
+    (["--lr", "0.5"], "stability limit 1/s_max = 0.5"),
+    (["--lr", "0.7"], "stability limit"),
+    (["--checkpoints", "0,2.5"], "integer"),
+    (["--checkpoints", "0,-3"], "below 0"),
+    (["--checkpoints", "a,b"], "integer"),
+    (["--spectrum", "zipf:4"], "unknown spectrum"),
+    (["--init", "random"], "init-std"),
+    (["--d-in", "0"], "below 1"),
+])
+def test_cli_errors_one_line_exit_2(extra, needle, tmp_path):
+    out = tmp_path / "never.json"
+    args = BASE + ["--out", str(out)]
+    # later flags override earlier ones; --singular-values and --spectrum are exclusive
+    if "--spectrum" in extra:
+        i = args.index("--singular-values")
+        args = args[:i] + args[i + 2:]
+    proc = subprocess.run([sys.executable, "-m", "linear_theory.cli"] + args + extra,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert not out.exists()
