@@ -1,0 +1,24 @@
+"""linear-theory: progressive sensitivity in two-layer linear networks.
+
+Conventions (THEORY.md): whitened inputs by default; loss ½‖W2W1 − A‖²_F; GD steps with
+gradient-flow time = lr × steps; mode strengths a_i = u_iᵀ W2 W1 v_i on the teacher's
+fixed singular pairs; float64 throughout (JAX x64 is enabled inside these functions only).
+"""
+
+from ._closed_form import flow_strengths, gradient_flow, initial_strengths, learning_time
+from ._gd_full import init_weights, simulate_gd
+from ._gd_map import gd_modes
+from ._ode import gradient_flow_ode
+from ._schedules import Schedule
+from ._teacher import (
+    Teacher,
+    geometric_spectrum,
+    hierarchical_dataset,
+    hierarchical_teacher,
+    make_teacher,
+    parse_spectrum,
+    power_law_spectrum,
+)
+from ._trajectory import Trajectory, modal_loss
+
+__version__ = "0.1.0"
