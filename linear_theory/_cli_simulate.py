@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import cli
+from ._cli_noise import add_noise_args, noise_columns
 
 
 def add_commands(sub):
@@ -30,15 +31,6 @@ def add_commands(sub):
     p.set_defaults(run=run)
 
 
-def add_noise_args(p):
-    """Noise options; filled in by the predictions module when present."""
-    try:
-        from ._cli_noise import add_noise_args as add
-    except ModuleNotFoundError:
-        return
-    add(p)
-
-
 def simulate_from_args(args):
     from ._closed_form import gradient_flow
     from ._gd_full import simulate_gd
@@ -60,7 +52,7 @@ def simulate_from_args(args):
     if args.method == "gd":
         traj = simulate_gd(teacher, args.d_hidden, args.lr, steps, init=args.init, init_strength=args.init_strength,
                            init_std=args.init_std, seed=args.seed, schedule=schedule, weight_decay=args.weight_decay,
-                           record_weights=getattr(args, "sigma", None) is not None and np.all(np.isfinite(steps)))
+                           record_weights=args.sigma is not None and bool(np.all(np.isfinite(steps))))
     elif args.method == "modes":
         traj = gd_modes(teacher, args.lr, steps, schedule=schedule, **kw)
     else:
@@ -77,13 +69,13 @@ def run(args):
     payload["lr"] = args.lr
     payload["units"]["flow_time"] = "lr × steps"
     extra = {}
-    if getattr(args, "sigma", None) is not None:
-        from ._cli_noise import noise_columns
-
+    if args.sigma is not None:
         extra = noise_columns(args, teacher, traj)
         payload.update(extra)
     r = teacher.rank
-    headers = ["step", "loss", "|W1|^2", "|W2|^2"] + [f"a{i + 1}" for i in range(r)] + list(extra)
+    short = {"expected_perturbed_loss": "E[L_pert]", "monte_carlo_perturbed_loss": "MC L_pert",
+             "monte_carlo_stderr": "MC stderr", "noise_std_W1": "std W1", "noise_std_W2": "std W2"}
+    headers = ["step", "loss", "|W1|^2", "|W2|^2"] + [f"a{i + 1}" for i in range(r)] + [short[c] for c in extra]
     rows = [
         [("inf" if np.isinf(t) else int(t)), traj.loss[k], traj.w1_sq_norm[k], traj.w2_sq_norm[k],
          *traj.mode_strengths[k]] + [extra[c][k] for c in extra]

@@ -1,0 +1,190 @@
+"""Predictions: when noise exceeds the learned singular values, and when the perturbed
+loss turns up (THEORY.md §4). Time is in GD steps; the exact per-mode GD map from aligned
+balanced init is the reference trajectory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._closed_form import initial_strengths
+from ._gd_map import check_lr
+from ._noise import critical_singular_value, harmful_modes, modal_expected_perturbed_loss, rise_bound_terms
+from ._schedules import CONSTANT, Schedule
+from ._teacher import Teacher
+from ._x64 import x64
+
+BLOCK = 1 << 14  # steps per scanned block when sweeping a whole trajectory
+
+
+@jax.jit(static_argnames=("n", "schedule"))
+def _map_block(a, k0, s, d, lr, n, schedule):
+    """a after each of the steps k0+1 … k0+n of the exact map, shape (n, r)."""
+
+    def step(a, k):
+        a = a * (1.0 + lr * schedule(k) * (s - d * a)) ** 2
+        return a, a
+
+    return jax.lax.scan(step, a, k0 + jnp.arange(n))[1]
+
+
+def path_blocks(teacher: Teacher, lr: float, max_steps: int, a0: np.ndarray, schedule: Schedule = CONSTANT):
+    """Yield (steps, a) blocks that together cover every step 0 … max_steps of the exact
+    GD map (steps: (n,) ints, a: (n, r)). Memory stays O(BLOCK · r) for any max_steps."""
+    s, d = jnp.asarray(teacher.s), jnp.asarray(teacher.variances)
+    yield np.array([0]), a0[None, :]
+    a, k = jnp.asarray(a0), 0
+    while k < max_steps:
+        n = min(BLOCK, max_steps - k)
+        block = _map_block(a, k, s, d, lr, BLOCK, schedule)[:n]
+        yield np.arange(k + 1, k + n + 1), np.asarray(block)
+        a, k = block[-1], k + n
+
+
+def _check_sigma(sigma):
+    sigma = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
+    if sigma.ndim != 1 or not np.all(np.isfinite(sigma)) or np.any(sigma < 0):
+        raise ValueError("noise scale sigma must be a non-negative finite number")
+    return sigma
+
+
+def _check_max_steps(max_steps):
+    if int(max_steps) != max_steps or max_steps < 1:
+        raise ValueError(f"max steps must be an integer ≥ 1 (got {max_steps})")
+    return int(max_steps)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PathSummary:
+    """What one pass over the exact GD trajectory gives, for each σ in a list.
+
+    Attributes:
+      sigma1, sigma2: (n,) per-layer noise stds.
+      mode_learning_steps: (r,) first step with a_i ≥ target_i/2, −1 if never (≤ max_steps).
+      inflection_step: (n,) exact argmin over steps 0 … max_steps of E[L_pert].
+      min_value: (n,) E[L_pert] at that step.
+      final_value: (n,) E[L_pert] at max_steps.
+      final_strengths: (r,) a at max_steps.
+    """
+
+    sigma1: np.ndarray
+    sigma2: np.ndarray
+    mode_learning_steps: np.ndarray
+    inflection_step: np.ndarray
+    min_value: np.ndarray
+    final_value: np.ndarray
+    final_strengths: np.ndarray
+
+
+@x64
+def summarize_path(
+    teacher: Teacher,
+    lr: float,
+    max_steps: int,
+    sigma1,
+    sigma2=None,
+    init_strength=1e-6,
+    d_hidden: int | None = None,
+    schedule: Schedule = CONSTANT,
+) -> PathSummary:
+    """One sweep over every GD step, reducing to learning steps and exact argmins of the
+    expected perturbed loss for every σ at once (the trajectory does not depend on σ)."""
+    lr = float(check_lr(teacher, lr))
+    max_steps = _check_max_steps(max_steps)
+    s1 = _check_sigma(sigma1)
+    s2 = s1 if sigma2 is None else _check_sigma(sigma2)
+    s1, s2 = np.broadcast_arrays(s1, s2)
+    h = teacher.rank if d_hidden is None else d_hidden
+    a0 = initial_strengths(teacher, init_strength, d_hidden)
+    half = teacher.targets / 2
+    learned = np.full(teacher.rank, -1)
+    best = np.full(s1.shape, np.inf)
+    best_k = np.zeros(s1.shape, dtype=np.int64)
+    for steps, a in path_blocks(teacher, lr, max_steps, a0, schedule):
+        new = (learned < 0) & (a >= half).any(0)
+        learned[new] = steps[(a >= half).argmax(0)][new]
+        epl = modal_expected_perturbed_loss(teacher, a[None], h, s1[:, None], s2[:, None])  # (n, block)
+        i = epl.argmin(1)
+        v = epl[np.arange(s1.size), i]
+        better = v < best
+        best[better], best_k[better] = v[better], steps[i][better]
+    return PathSummary(s1, s2, learned, best_k, best, epl[:, -1], a[-1])
+
+
+def inflection_step_estimate(s_star, init_strength, lr):
+    """t* ≈ ln(s*/a0)/(2 s*) in flow time, ÷ lr for GD steps: when the modes being learned
+    approach s*. Undefined (nan) when s* ≤ a0 (every mode is already past s*)."""
+    s_star = np.asarray(s_star, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.log(s_star / init_strength) / (2.0 * s_star)
+    return np.where(s_star > init_strength, t / lr, np.nan)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Prediction:
+    """The predictions for one noise level, all times in GD steps (see `predict`)."""
+
+    critical_singular_value: float
+    harmful_modes: list
+    mode_learning_steps: list
+    inflection_step: int
+    inflection_step_estimate: float
+    min_expected_perturbed_loss: float
+    expected_perturbed_loss_at_max_steps: float
+    rise: float
+    rise_bound_at_convergence: float
+    max_steps: int
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["units"] = {
+            "steps": "GD steps (flow time = lr × steps)",
+            "loss": "expected population loss ½E‖(W2+σ2Z2)(W1+σ1Z1)x − Ax‖² over the noise",
+            "critical_singular_value": "s* = σ1²·d_in + σ2²·d_out, same units as the singular values",
+        }
+        return d
+
+
+def predict(
+    teacher: Teacher,
+    lr: float,
+    sigma: float,
+    max_steps: int,
+    init_strength: float = 1e-6,
+    d_hidden: int | None = None,
+    sigma2: float | None = None,
+    schedule: Schedule = CONSTANT,
+) -> Prediction:
+    """Everything the theory predicts for absolute Gaussian noise of std σ (σ1 = sigma,
+    σ2 = sigma2 or sigma) along exact GD from aligned balanced init.
+
+    Returns the critical singular value s*, the harmful modes (0-based, s_i < s*), each
+    mode's learning step (None if not learned by max_steps), the exact inflection step
+    (argmin of E[L_pert] over all steps 0 … max_steps) and its analytic estimate
+    ln(s*/a0)/(2 s* lr), the minimum and final E[L_pert], the rise (final − min) and the
+    bound Σ g_i on the rise at convergence (modes within the hidden width).
+    """
+    summary = summarize_path(teacher, lr, max_steps, sigma, sigma2, init_strength, d_hidden, schedule)
+    s1, s2 = float(summary.sigma1[0]), float(summary.sigma2[0])
+    s_star = float(critical_singular_value(teacher.d_in, teacher.d_out, s1, s2))
+    h = teacher.rank if d_hidden is None else d_hidden
+    bound = float(np.sum(rise_bound_terms(teacher.s[:h], s_star)))
+    a0 = initial_strengths(teacher, init_strength, d_hidden)
+    # With one a0 per mode, the estimate uses that of the mode nearest s* (in log s).
+    a0_near = a0[np.argmin(np.abs(np.log(teacher.s[:h] / s_star)))] if s_star > 0 else a0[0]
+    return Prediction(
+        critical_singular_value=s_star,
+        harmful_modes=[int(i) for i in harmful_modes(teacher.s, s_star)],
+        mode_learning_steps=[int(k) if k >= 0 else None for k in summary.mode_learning_steps],
+        inflection_step=int(summary.inflection_step[0]),
+        inflection_step_estimate=float(inflection_step_estimate(s_star, a0_near, lr)),
+        min_expected_perturbed_loss=float(summary.min_value[0]),
+        expected_perturbed_loss_at_max_steps=float(summary.final_value[0]),
+        rise=float(summary.final_value[0] - summary.min_value[0]),
+        rise_bound_at_convergence=bound,
+        max_steps=int(max_steps),
+    )
