@@ -69,18 +69,26 @@ def test_random_init_and_out_file(tmp_path, capsys):
     (["--init", "random"], "init-std"),
     (["--d-in", "0"], "below 1"),
 ])
-def test_cli_errors_one_line_exit_2(extra, needle, tmp_path):
+def test_cli_errors_one_line_exit_2(extra, needle, tmp_path, run_cli):
     out = tmp_path / "never.json"
     args = BASE + ["--out", str(out)]
     # later flags override earlier ones; --singular-values and --spectrum are exclusive
     if "--spectrum" in extra:
         i = args.index("--singular-values")
         args = args[:i] + args[i + 2:]
-    proc = subprocess.run([sys.executable, "-m", "linear_theory.cli"] + args + extra,
-                          capture_output=True, text=True)
-    assert proc.returncode == 2, proc.stderr
-    assert needle in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in proc.stderr
-    assert proc.stdout == ""
+    code, stdout, stderr = run_cli(args + extra)
+    assert code == 2, stderr
+    assert needle in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert stdout == ""
     assert not out.exists()
+
+
+def test_fresh_process_error_and_help():
+    proc = subprocess.run([sys.executable, "-m", "linear_theory.cli"] + BASE + ["--lr", "0.6"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1
+    help_ = subprocess.run([sys.executable, "-m", "linear_theory.cli", "simulate", "--help"],
+                           capture_output=True, text=True)
+    assert help_.returncode == 0 and "lr × steps" in help_.stdout

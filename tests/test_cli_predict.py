@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from linear_theory import make_teacher
+from linear_theory._predict import predict
+from linear_theory.cli import main
+
+PREDICT = ["predict", "--d-in", "24", "--d-hidden", "20", "--d-out", "16", "--singular-values", "2,1,0.5,0.2,0.1",
+           "--init-strength", "1e-6", "--lr", "0.05", "--sigma", "0.05", "--max-steps", "20000"]
+
+
+def test_predict_json_contract(capsys):
+    assert main(PREDICT + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    keys = {"critical_singular_value", "harmful_modes", "mode_learning_steps", "inflection_step",
+            "inflection_step_estimate", "min_expected_perturbed_loss", "expected_perturbed_loss_at_max_steps"}
+    assert keys <= out.keys()
+    want = predict(make_teacher([2, 1, 0.5, 0.2, 0.1], 24, 16, seed=0), 0.05, 0.05, 20000, d_hidden=20)
+    assert out["inflection_step"] == want.inflection_step
+    assert out["mode_learning_steps"] == want.mode_learning_steps
+    assert out["critical_singular_value"] == pytest.approx(0.05**2 * 40)
+
+
+def test_predict_table(capsys):
+    assert main(PREDICT) == 0
+    text = capsys.readouterr().out
+    assert "inflection step" in text and "harmful" in text
+
+
+def test_simulate_sigma_columns(capsys):
+    args = ["simulate", "--checkpoints", "0,100,1000", "--sigma", "0.05", "--mc-samples", "300", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    for k in ("expected_perturbed_loss", "monte_carlo_perturbed_loss", "monte_carlo_stderr"):
+        assert len(out[k]) == 3
+    for e, m, s in zip(out["expected_perturbed_loss"], out["monte_carlo_perturbed_loss"], out["monte_carlo_stderr"]):
+        assert abs(e - m) < 4 * s
+
+
+def test_finetune_json_contract(capsys):
+    args = ["finetune", "--spectrum", "power:16:1:1", "--lr", "0.2", "--finetune-lr", "0.05",
+            "--finetune-steps", "50", "--max-steps", "10000", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    n = len(out["pretrain_steps"])
+    assert n == len(out["pretrain_loss_after_finetune"]) == len(out["finetune_loss_after_finetune"]) > 10
+    assert out["turning_is_interior"] and out["turning_step"] in out["pretrain_steps"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (PREDICT + ["--sigma", "-0.1"], "negative"),
+    (PREDICT + ["--max-steps", "0"], "below 1"),
+    (PREDICT + ["--lr", "0.5"], "stability limit"),
+    (["predict", "--max-steps", "10"], "--sigma"),
+    (["finetune", "--finetune-lr", "0"], "not positive"),
+    (["finetune", "--change", "rotate", "--d-in", "5"], "needs dimension"),
+    (["simulate", "--sigma", "0.1", "--mc-samples", "1"], "at least 2"),
+    (["figures-that-do-not-exist"], "invalid choice"),
+])
+def test_errors(argv, needle, run_cli):
+    code, out, err = run_cli(argv)
+    assert code == 2, err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert out == ""
+
+
+def test_error_from_a_fresh_process_has_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "linear_theory.cli"] + PREDICT + ["--sigma", "nan"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
