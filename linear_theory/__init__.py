@@ -9,6 +9,7 @@ from ._closed_form import flow_strengths, gradient_flow, initial_strengths, lear
 from ._gd_full import init_weights, simulate_gd
 from ._gd_map import gd_modes
 from ._ode import gradient_flow_ode
+from ._riccati import balanced_flow
 from ._schedules import Schedule
 from ._teacher import (
     Teacher,
