@@ -21,5 +21,23 @@ from ._teacher import (
     power_law_spectrum,
 )
 from ._trajectory import Trajectory, modal_loss
+from ._noise import (
+    critical_singular_value,
+    expected_perturbed_loss,
+    harmful_modes,
+    hessian_trace,
+    hutchinson_hessian_trace,
+    modal_expected_perturbed_loss,
+    monte_carlo_perturbed_loss,
+    noise_stds,
+    noisy_optimum,
+    rise_bound_terms,
+    sensitivity,
+    sensitivity_from_norms,
+)
+from ._predict import Prediction, inflection_step_estimate, predict, summarize_path
+from ._phase import PhaseDiagram, log_steps, phase_diagram, schedule_inflections
+from ._spectral import aligned_weights, bbp_threshold, detectability_along, factor_noise_floor
+from ._finetune import FinetuneSweep, finetune_sweep, finetune_target
 
 __version__ = "0.1.0"

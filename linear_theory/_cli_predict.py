@@ -66,7 +66,8 @@ def run_predict(args):
     payload.update(singular_values=teacher.s, lr=args.lr, sigma=args.sigma,
                    sigma2=args.sigma if args.sigma2 is None else args.sigma2, schedule=args.schedule)
     rows = [
-        ["critical singular value s*", pred.critical_singular_value],
+        ["critical singular value s*", pred.critical_singular_value if np.ndim(pred.critical_singular_value) == 0
+         else ", ".join(f"{x:.4g}" for x in pred.critical_singular_value)],
         ["harmful modes (s_i < s*)", ", ".join(map(str, pred.harmful_modes)) or "none"],
         ["inflection step (exact argmin)", pred.inflection_step],
         ["inflection step estimate", pred.inflection_step_estimate],

@@ -507,6 +507,10 @@ def _check_spectrum(s, s_star, input_variances=None):
 def harmful_modes(s, s_star) -> np.ndarray:
     """0-based indices of the modes that fully learned raise E[L_pert]: s_i < s*.
 
+    A mode at the threshold changes E[L_pert] by exactly zero and is not harmful; s* is
+    usually computed in floating point (0.05²·40 = 0.10000000000000002), so the comparison
+    allows a relative 1e-12 for rounding.
+
     Args:
       s: (r,) singular values (any order).
       s_star: scalar or (r,) threshold(s) from `critical_singular_value`.
@@ -514,7 +518,7 @@ def harmful_modes(s, s_star) -> np.ndarray:
       (k,) int array of indices, increasing.
     """
     s, star, _ = _check_spectrum(s, s_star)
-    return np.flatnonzero(s < star)
+    return np.flatnonzero(s < star * (1 - 1e-12))
 
 
 def noisy_optimum(s, s_star, input_variances=None) -> np.ndarray:

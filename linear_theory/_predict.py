@@ -128,7 +128,7 @@ def inflection_step_estimate(s_star, init_strength, lr):
 class Prediction:
     """The predictions for one noise level, all times in GD steps (see `predict`)."""
 
-    critical_singular_value: float
+    critical_singular_value: float | list
     harmful_modes: list
     mode_learning_steps: list
     inflection_step: int
@@ -144,7 +144,8 @@ class Prediction:
         d["units"] = {
             "steps": "GD steps (flow time = lr × steps)",
             "loss": "expected population loss ½E‖(W2+σ2Z2)(W1+σ1Z1)x − Ax‖² over the noise",
-            "critical_singular_value": "s* = σ1²·d_in + σ2²·d_out, same units as the singular values",
+            "critical_singular_value": "s* = σ1²·d_in + σ2²·d_out (whitened; one per mode for co-diagonal "
+            "inputs), same units as the singular values",
         }
         return d
 
@@ -170,18 +171,20 @@ def predict(
     """
     summary = summarize_path(teacher, lr, max_steps, sigma, sigma2, init_strength, d_hidden, schedule)
     s1, s2 = float(summary.sigma1[0]), float(summary.sigma2[0])
-    s_star = float(critical_singular_value(teacher.d_in, teacher.d_out, s1, s2))
+    # One threshold per mode for co-diagonal inputs; a scalar when whitened.
+    s_star = critical_singular_value(teacher.d_in, teacher.d_out, s1, s2, input_variances=teacher.input_variances)
     h = teacher.rank if d_hidden is None else d_hidden
-    bound = float(np.sum(rise_bound_terms(teacher.s[:h], s_star)))
+    star_h = np.broadcast_to(s_star, teacher.s.shape)[:h]
+    bound = float(np.sum(rise_bound_terms(teacher.s[:h], star_h, teacher.variances[:h])))
     a0 = initial_strengths(teacher, init_strength, d_hidden)
-    # With one a0 per mode, the estimate uses that of the mode nearest s* (in log s).
-    a0_near = a0[np.argmin(np.abs(np.log(teacher.s[:h] / s_star)))] if s_star > 0 else a0[0]
+    # The estimate uses the a0 and s* of the mode nearest its threshold (in log s).
+    i = int(np.argmin(np.abs(np.log(teacher.s[:h] / np.maximum(star_h, 1e-300)))))
     return Prediction(
-        critical_singular_value=s_star,
-        harmful_modes=[int(i) for i in harmful_modes(teacher.s, s_star)],
+        critical_singular_value=float(s_star) if np.ndim(s_star) == 0 else [float(x) for x in s_star],
+        harmful_modes=[int(k) for k in harmful_modes(teacher.s, s_star)],
         mode_learning_steps=[int(k) if k >= 0 else None for k in summary.mode_learning_steps],
         inflection_step=int(summary.inflection_step[0]),
-        inflection_step_estimate=float(inflection_step_estimate(s_star, a0_near, lr)),
+        inflection_step_estimate=float(inflection_step_estimate(star_h[i], a0[i], lr)),
         min_expected_perturbed_loss=float(summary.min_value[0]),
         expected_perturbed_loss_at_max_steps=float(summary.final_value[0]),
         rise=float(summary.final_value[0] - summary.min_value[0]),

@@ -46,7 +46,11 @@ def test_predict_example_values(example):
     e = EXAMPLE
     p = predict(example, e["lr"], e["sigma"], 20000, d_hidden=e["h"])
     assert p.critical_singular_value == pytest.approx(e["sigma"] ** 2 * (24 + 16))
-    assert p.harmful_modes == [4]  # only s = 0.1 lies below s* = 0.1 … exactly at it? no: 0.1 < 0.1 + ε
+    # s* = 0.05² · 40 = 0.1 is exactly the last singular value: learning it changes
+    # E[L_pert] by zero, so no mode is harmful; a slightly larger σ makes it harmful.
+    assert p.harmful_modes == []
+    assert predict(example, e["lr"], 0.0501, 2000, d_hidden=e["h"]).harmful_modes == [4]
+    assert predict(example, e["lr"], 0.08, 2000, d_hidden=e["h"]).harmful_modes == [3, 4]
     assert 0 < p.inflection_step < 20000
     assert p.rise > 0
     assert p.rise <= p.rise_bound_at_convergence + 1e-12
@@ -170,6 +174,17 @@ def test_spectral_detectability():
     assert floor["bbp_threshold_equivalent"] < floor["spectral_norm"]  # (d d')^¼ ≤ (√d + √d')/…
     with pytest.raises(ValueError):
         factor_noise_floor(W1, W2, -0.1)
+
+
+def test_predict_co_diagonal_inputs():
+    """Per-mode thresholds s*_i = σ²(tr Σx + d_out d_i); the exact argmin still matches a
+    dense full-matrix run scored with the any-weights formula."""
+    t = make_teacher([2.0, 1.0, 0.3], 12, 9, seed=1, input_variances=[0.5, 2.0, 1.0])
+    p = predict(t, 0.1, 0.1, 800, d_hidden=6)
+    trace = 12 - 3 + 3.5
+    np.testing.assert_allclose(p.critical_singular_value, 0.01 * (trace + 9 * np.array([0.5, 2.0, 1.0])))
+    f = simulate_gd(t, 6, 0.1, np.arange(801), record_weights=True)
+    assert p.inflection_step == int(np.argmin(expected_perturbed_loss(f.W1, f.W2, t, 0.1)))
 
 
 @pytest.mark.parametrize("bad", [dict(sigma=-0.1), dict(sigma=np.nan), dict(max_steps=0), dict(max_steps=2.5),
