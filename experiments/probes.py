@@ -1,0 +1,157 @@
+"""What is measured at a checkpoint: exact excess loss, mode strengths, noise, sharpness.
+
+- Excess loss: the exact KL between the chain's next-token distribution P[x_t] and the
+  model's, averaged over every position of a fixed held-out set of sequences (no
+  sampling noise in the targets). The loss is the exact expected cross-entropy,
+  H(P[x_t]) + KL, on the same positions.
+- Logit map M: the model's centred logits averaged over the positions whose last token
+  is i (row i); mode strength a_k = u_kᵀ M v_k / V on the language's fixed singular pairs.
+- Weight noise on every matrix (ndim ≥ 2): W + σZ ("absolute") or W + σ·RMS(W)·Z
+  ("relative", RMS of that tensor at that checkpoint); biases and LayerNorm parameters
+  untouched. Draw d uses the key fold_in(noise_key, d) at every checkpoint and σ.
+- Spectral view: the noise floor ‖M_noisy − M‖₂ / V, in mode-strength units, and the
+  number of modes whose learned strength lies above it.
+- Hessian trace of the excess loss over the matrices, by Hutchinson's estimator with
+  Gaussian probes; per-tensor traces give the relative-noise proxy Σ_W RMS(W)² tr(H_WW).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .language import ChainTables, MarkovLanguage, sample
+from .model import GPTConfig, forward, is_matrix
+
+
+def eval_tokens(key, tables: ChainTables, n: int, context: int) -> jax.Array:
+    """A fixed held-out set: n sequences of context + 1 tokens from the stationary chain."""
+    return sample(key, tables, n, context + 1)
+
+
+def score_logits(logits, inputs, tables: ChainTables):
+    """(excess loss, loss): exact mean KL(P[x_t] ‖ softmax(logits_t)) and exact mean cross-entropy."""
+    logq = jax.nn.log_softmax(logits, axis=-1)
+    p, logp = tables.p[inputs], tables.log_p[inputs]
+    ce = -(p * logq).sum(-1)
+    ent = -(jnp.where(p > 0, p * logp, 0.0)).sum(-1)
+    return (ce - ent).mean(), ce.mean()
+
+
+def logit_map(logits, inputs, vocab: int):
+    """(V, V) centred logits averaged by last token; rows of unseen tokens are 0."""
+    centred = logits - logits.mean(-1, keepdims=True)
+    flat, idx = centred.reshape(-1, vocab), inputs.reshape(-1)
+    total = jax.ops.segment_sum(flat, idx, num_segments=vocab)
+    count = jax.ops.segment_sum(jnp.ones_like(idx, jnp.float32), idx, num_segments=vocab)
+    return total / jnp.maximum(count, 1.0)[:, None]
+
+
+def strengths(m, u, v):
+    """a_k = u_kᵀ M v_k / V for M (V, V) and unit singular vectors u, v (V, r)."""
+    return jnp.einsum("ik,ij,jk->k", u, m, v) / m.shape[0]
+
+
+def evaluate(params, cfg: GPTConfig, tokens, tables: ChainTables):
+    """(excess loss, loss, logit map) of `params` on held-out `tokens` (N, T+1)."""
+    inputs = tokens[:, :-1]
+    logits = forward(params, cfg, inputs)
+    excess, loss = score_logits(logits, inputs, tables)
+    return excess, loss, logit_map(logits, inputs, cfg.vocab_size)
+
+
+evaluate_jit = jax.jit(evaluate, static_argnums=1)
+
+
+def perturb(params, key, sigma, relative):
+    """Add Gaussian noise to every matrix: σZ, or σ·RMS(W)·Z when `relative`."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    out = []
+    for k, w in zip(keys, leaves):
+        if not is_matrix(w):
+            out.append(w)
+            continue
+        scale = jnp.where(relative, sigma * jnp.sqrt(jnp.mean(w**2)), sigma)
+        out.append(w + scale * jax.random.normal(k, w.shape, w.dtype))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def make_noise_probe(cfg: GPTConfig, tables: ChainTables, draws: int, map_batch: int = 4):
+    """A jitted f(params, tokens, noise_key, sigma, relative) → per-draw (excess loss, M_noisy − M).
+
+    `relative` is a traced boolean, so both kinds of noise share one compilation.
+    """
+
+    def one(params, tokens, m_clean, key, sigma, relative):
+        excess, _, m = evaluate(perturb(params, key, sigma, relative), cfg, tokens, tables)
+        return excess, m - m_clean
+
+    def probe(params, tokens, noise_key, sigma, relative):
+        _, _, m_clean = evaluate(params, cfg, tokens, tables)
+        keys = jax.vmap(lambda d: jax.random.fold_in(noise_key, d))(jnp.arange(draws))
+        return jax.lax.map(lambda k: one(params, tokens, m_clean, k, sigma, relative), keys,
+                           batch_size=min(map_batch, draws))
+
+    return jax.jit(probe)
+
+
+def make_hessian_trace(cfg: GPTConfig, tables: ChainTables, probes: int):
+    """A jitted f(params, tokens, key) → per-matrix Hutchinson estimates of tr(H_WW) (list order of leaves)."""
+
+    def loss(params, tokens):
+        return evaluate(params, cfg, tokens, tables)[0]
+
+    def one(params, tokens, key):
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        keys = jax.random.split(key, len(leaves))
+        z = [jax.random.normal(k, w.shape, w.dtype) if is_matrix(w) else jnp.zeros_like(w)
+             for k, w in zip(keys, leaves)]
+        z = jax.tree_util.tree_unflatten(treedef, z)
+        _, hz = jax.jvp(lambda p: jax.grad(loss)(p, tokens), (params,), (z,))
+        return jnp.stack([jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(z), jax.tree_util.tree_leaves(hz))
+                          if is_matrix(a)])
+
+    def trace(params, tokens, key):
+        keys = jax.vmap(lambda d: jax.random.fold_in(key, d))(jnp.arange(probes))
+        return jax.lax.map(lambda k: one(params, tokens, k), keys).mean(0)
+
+    return jax.jit(trace)
+
+
+def matrix_rms_sq(params) -> np.ndarray:
+    return np.array([float(jnp.mean(w**2)) for w in jax.tree_util.tree_leaves(params) if is_matrix(w)])
+
+
+def weight_sq_norm(params) -> float:
+    """Σ ‖W‖²_F over the matrices."""
+    return float(sum(jnp.sum(w**2) for w in jax.tree_util.tree_leaves(params) if is_matrix(w)))
+
+
+def probe_checkpoint(params, cfg: GPTConfig, lang: MarkovLanguage, tables: ChainTables, tokens, noise_key,
+                     sigmas: dict, noise_fn, hessian_fn=None, hessian_tokens=None, hessian_key=None) -> dict:
+    """Every probe at one checkpoint, as plain numbers (see the module docstring).
+
+    sigmas: {"relative": [...], "absolute": [...]}; noise_fn from make_noise_probe.
+    """
+    excess, loss, m = evaluate_jit(params, cfg, tokens, tables)
+    a = np.asarray(strengths(m, jnp.asarray(lang.u, jnp.float32), jnp.asarray(lang.v, jnp.float32)), np.float64)
+    out = {"excess_loss": float(excess), "loss": float(loss), "mode_strengths": a.tolist(),
+           "weight_sq_norm": weight_sq_norm(params), "noise": {}}
+    for kind, values in sigmas.items():
+        rows = []
+        for sigma in values:
+            perturbed, diff = noise_fn(params, tokens, noise_key, jnp.float32(sigma), jnp.asarray(kind == "relative"))
+            perturbed = np.asarray(perturbed, np.float64)
+            floor = np.linalg.norm(np.asarray(diff, np.float64), ord=2, axis=(1, 2)) / cfg.vocab_size
+            mean_floor = float(floor.mean())
+            rows.append({"sigma": float(sigma), "perturbed_draws": perturbed.tolist(),
+                         "noise_floor": mean_floor, "noise_floor_se": float(floor.std(ddof=1) / np.sqrt(floor.size)),
+                         "modes_above_floor": int(np.sum(a > mean_floor))})
+        out["noise"][kind] = rows
+    if hessian_fn is not None:
+        per = np.asarray(hessian_fn(params, hessian_tokens, hessian_key), np.float64)
+        out["hessian_trace"] = float(per.sum())
+        out["hessian_trace_relative"] = float((per * matrix_rms_sq(params)).sum())
+    return out

@@ -1,0 +1,213 @@
+"""The whole protocol: build the chains, pre-train, probe every checkpoint, fine-tune, report.
+
+Folder layout (every file written atomically):
+    DIR/config.json                 the RunConfig; a different one in DIR is an error
+    DIR/checkpoints/step_*.npz      parameters + optimiser state at each checkpoint
+    DIR/probes/step_*.json          the probes of each checkpoint (cached, so resume skips them)
+    DIR/finetune.json               fine-tuning of all checkpoints
+    DIR/result.json                 the result (what `linear-theory transformer --json` prints)
+Keys: fold_in(key(seed), i) with i = 0 init, 1 data, 2 noise, 3 and 4 held-out sets of the
+pre-training and fine-tuning chains, 5 fine-tuning batches, 6 Hessian probes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from linear_theory._io import atomic_write_json
+
+from .finetune import make_finetune
+from .language import finetune_language, make_language
+from .model import count_params
+from .presets import RunConfig
+from .probes import eval_tokens, evaluate_jit, make_hessian_trace, make_noise_probe, probe_checkpoint
+from .train import checkpoint_path, checkpoint_steps, load_params, train
+
+SCHEMA = "linear-theory/transformer-run/1"
+FT_KEYS = ("pretrain_excess", "pretrain_loss", "finetune_excess", "finetune_loss")
+PERTURBED = ("every matrix (token and position embeddings, attention QKV and output, MLP in and out, "
+             "unembedding); biases and LayerNorm parameters are not perturbed")
+
+
+def languages(cfg: RunConfig):
+    lc = cfg.language
+    lang = make_language(lc.vocab, lc.rank, lc.s1, lc.alpha, seed=lc.seed)
+    second = finetune_language(lang, lc.ft_kind, lc.ft_rank, lc.ft_strength, lc.ft_angle, seed=lc.seed + 1)
+    return lang, second
+
+
+def _check_config(folder: Path, cfg: RunConfig):
+    path = folder / "config.json"
+    wanted = json.loads(json.dumps(cfg.to_dict()))
+    if path.exists():
+        if json.loads(path.read_text()) != wanted:
+            raise ValueError(f"{folder} holds a run with a different configuration; choose another --out")
+    else:
+        atomic_write_json(path, wanted)
+
+
+def _bar(total, desc, enabled):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=True)
+
+
+def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Run (or resume) the protocol in `folder` and return the result dict (also DIR/result.json).
+
+    stop_after: stop pre-training once that step's checkpoint is saved and return None
+    (to test that resuming gives the unbroken result).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _check_config(folder, cfg)
+    t_start = time.perf_counter()
+    lang, second = languages(cfg)
+    tables, tables_b = lang.tables(), second.tables()
+    key = jax.random.key(cfg.seed)
+    m, pc = cfg.model, cfg.probe
+
+    bar = _bar(cfg.train.steps, f"train {cfg.preset}/{cfg.variant}", progress)
+    try:
+        log = train(m, cfg.train, tables, cfg.seed, folder / "checkpoints", progress=bar, stop_after=stop_after)
+    finally:
+        if bar is not None:
+            bar.close()
+    steps = checkpoint_steps(cfg.train.steps, cfg.train.n_checkpoints, cfg.train.first_checkpoint)
+    if log["steps"] != steps:
+        return None
+    t_train = time.perf_counter() - t_start
+
+    # ---- probes at every checkpoint
+    tokens = eval_tokens(jax.random.fold_in(key, 3), tables, pc.n_eval, m.context)
+    tokens_b = eval_tokens(jax.random.fold_in(key, 4), tables_b, pc.n_eval, m.context)
+    noise_key, hess_key = jax.random.fold_in(key, 2), jax.random.fold_in(key, 6)
+    sigmas = {"relative": list(pc.sigmas_relative), "absolute": list(pc.sigmas_absolute)}
+    noise_fn = make_noise_probe(m, tables, pc.draws, pc.map_batch)
+    hess_fn = make_hessian_trace(m, tables, pc.hessian_probes) if pc.hessian_probes else None
+    hess_tokens = tokens[: pc.hessian_eval]
+    probes, params_all = [], []
+    bar = _bar(len(steps), "probe", progress)
+    t0 = time.perf_counter()
+    for step in steps:
+        params = load_params(checkpoint_path(folder / "checkpoints", step), m, cfg.train)
+        params_all.append(params)
+        cache = folder / "probes" / f"step_{step:08d}.json"
+        if cache.exists():
+            probes.append(json.loads(cache.read_text()))
+        else:
+            p = probe_checkpoint(params, m, lang, tables, tokens, noise_key, sigmas, noise_fn, hess_fn, hess_tokens,
+                                 hess_key)
+            atomic_write_json(cache, p)
+            probes.append(json.loads(json.dumps(p)))  # exactly what a resumed run reads back
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    t_probe = time.perf_counter() - t0
+
+    # ---- fine-tuning of every checkpoint on the second chain
+    t0 = time.perf_counter()
+    ft_path = folder / "finetune.json"
+    if ft_path.exists():
+        ft = json.loads(ft_path.read_text())
+    else:
+        ft_fn = make_finetune(m, cfg.finetune, cfg.train.optimizer, cfg.train.momentum, tables_b, tables)
+        ft_key, rates = jax.random.fold_in(key, 5), cfg.finetune.rates
+        ft = {k: [[None] * len(steps) for _ in rates] for k in FT_KEYS}
+        bar = _bar(len(steps) * len(rates), f"fine-tune ({cfg.finetune.steps} steps)", progress)
+        for c, params in enumerate(params_all):
+            for r, rate in enumerate(rates):
+                out = ft_fn(params, jnp.float32(rate), ft_key, tokens, tokens_b)
+                for k in FT_KEYS:
+                    ft[k][r][c] = float(out[k])
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+        ft["before_finetune_excess"] = [float(evaluate_jit(p, m, tokens_b, tables_b)[0]) for p in params_all]
+        atomic_write_json(ft_path, ft)
+        ft = json.loads(ft_path.read_text())
+    t_ft = time.perf_counter() - t0
+
+    result = assemble(cfg, lang, second, steps, log["train_loss"], probes, ft, tokens)
+    result["params"] = count_params(params_all[0])
+    result["timing"] = {"train_s": t_train, "probe_s": t_probe, "finetune_s": t_ft,
+                        "total_s": time.perf_counter() - t_start, "resumed_from": log["resumed_from"],
+                        "device": str(jax.devices()[0])}
+    from linear_theory.cli import jsonable
+
+    result = jsonable(result)
+    atomic_write_json(folder / "result.json", result)
+    return result
+
+
+def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens) -> dict:
+    """The result dict from the per-checkpoint probes (plain lists, checkpoint index last)."""
+    n_draws = cfg.probe.draws
+    noise = {"perturbed": PERTURBED, "draws": n_draws, "kind": [], "sigmas": [], "delta_loss": [],
+             "delta_loss_se": [], "perturbed_loss": [], "perturbed_draws": [], "noise_floor": [],
+             "modes_above_floor": []}
+    clean = np.array([p["excess_loss"] for p in probes])
+    for kind in ("relative", "absolute"):
+        for j, sigma in enumerate(getattr(cfg.probe, f"sigmas_{kind}")):
+            draws = np.array([p["noise"][kind][j]["perturbed_draws"] for p in probes])  # (C, D)
+            delta = draws - clean[:, None]
+            noise["kind"].append(kind)
+            noise["sigmas"].append(float(sigma))
+            noise["delta_loss"].append(delta.mean(1).tolist())
+            noise["delta_loss_se"].append((delta.std(1, ddof=1) / np.sqrt(n_draws)).tolist())
+            noise["perturbed_loss"].append(draws.mean(1).tolist())
+            noise["perturbed_draws"].append(draws.tolist())
+            noise["noise_floor"].append([p["noise"][kind][j]["noise_floor"] for p in probes])
+            noise["modes_above_floor"].append([p["noise"][kind][j]["modes_above_floor"] for p in probes])
+    eval_floor = float(np.mean(-np.sum(np.where(lang.transition > 0, lang.transition * np.log(lang.transition), 0),
+                                       axis=1)[np.asarray(tokens[:, :-1])]))
+    return {
+        "schema": SCHEMA,
+        "preset": cfg.preset,
+        "variant": cfg.variant,
+        "config": cfg.to_dict(),
+        "units": {
+            "steps": "pre-training optimiser steps",
+            "loss": "exact expected cross-entropy of the next token on the held-out set, nats/token",
+            "excess_loss": "exact KL(chain ‖ model) on the held-out set, nats/token (loss − its floor)",
+            "train_loss": "mean sampled cross-entropy over the steps since the previous checkpoint",
+            "mode_strengths": "a_k = u_kᵀ M v_k / V, M the centred logit map; targets s_k (L = V·U diag(s) Vᵀ)",
+            "noise": "relative: std σ·RMS(W) per matrix at that checkpoint; absolute: std σ",
+            "delta_loss": "mean over draws of perturbed − clean excess loss (same draws at every checkpoint)",
+            "noise_floor": "‖M_noisy − M‖₂ / V, mean over draws, mode-strength units",
+            "hessian_trace": "Hutchinson estimate of tr(H) of the excess loss over the matrices; "
+                             "relative: Σ_W RMS(W)² tr(H_WW)",
+            "finetune": "excess loss and loss on each chain after fine-tuning, [rate][checkpoint]",
+        },
+        "steps": steps,
+        "loss": [p["loss"] for p in probes],
+        "excess_loss": clean.tolist(),
+        "loss_floor_eval": eval_floor,
+        "train_loss": train_loss,
+        "entropy_rate": lang.entropy_rate,
+        "target_strengths": lang.s.tolist(),
+        "mode_strengths": [p["mode_strengths"] for p in probes],
+        "weight_sq_norm": [p["weight_sq_norm"] for p in probes],
+        "hessian_trace": [p.get("hessian_trace") for p in probes],
+        "hessian_trace_relative": [p.get("hessian_trace_relative") for p in probes],
+        "noise": noise,
+        "finetune": {
+            "rates": list(cfg.finetune.rates),
+            "steps": cfg.finetune.steps,
+            "optimizer": "sgd (momentum %g)" % cfg.train.momentum if cfg.train.optimizer == "sgd" else "adam",
+            "chain": {"kind": cfg.language.ft_kind, "rank": cfg.language.ft_rank,
+                      "entropy_rate": second.entropy_rate},
+            **ft,
+        },
+    }
