@@ -1,1 +1,13 @@
-"""Toy transformer runs on a Markov language with a known spectrum."""
+"""Toy transformer runs on a Markov language with a known spectrum (THEORY.md §6).
+
+One module per job, each readable whole:
+    language.py   the Markov chain L = V·U diag(s) Vᵀ, its entropy rate, the device sampler, the second chain
+    model.py      config dataclass + a decoder-only transformer in plain JAX
+    train.py      optimisers, schedules, scan-chunked training, checkpoints and resume
+    probes.py     exact excess loss, mode strengths, weight noise, noise floor, Hessian trace
+    finetune.py   fixed-rate fine-tuning of every checkpoint on the second chain
+    presets.py    ci / default / gpu × theory / realistic
+    run.py        the whole protocol in a run folder
+    compare.py    the theory's predictions against a run: measured, criterion, verdict
+    cli.py        `linear-theory transformer` and `linear-theory compare`
+"""

@@ -270,7 +270,11 @@ def predict_inflection(result, kind, saxe) -> dict | None:
         hits.append(hit)
     testable = len(with_u) >= 2 and observed_any
     seen = ", ".join(f"{t['sigma']:g}→{t['argmin_step']}" for t in with_u)
-    text = (f"U at σ → step: {seen}; "
+    exponent = float("nan")  # observed T ∝ σ^−exponent over the σ that turn up (theory: 2β)
+    if len(with_u) >= 2:
+        x = np.log([t["sigma"] for t in with_u])
+        exponent = float(-np.polyfit(x, np.log([t["argmin_step"] for t in with_u]), 1)[0])
+    text = (f"U at σ → step: {seen} (observed step ∝ σ^-{exponent:.2f}; theory σ^-{2 * beta:.2f}); "
             f"fit on σ={sf:g} (s* = {s_star:.3g}); held out: "
             + ", ".join(f"σ={p['sigma']:g} predicted {p['predicted_step']:.0f} vs "
                         f"{p['observed_step'] if p['observed_step'] is not None else 'no U'}" for p in preds))
@@ -282,37 +286,45 @@ def predict_inflection(result, kind, saxe) -> dict | None:
                      f"prediction 2) within {FACTOR:g}× of the observed U, or ≥ last step/{FACTOR:g} where none is seen",
         "verdict": _verdict(order_ok and all(hits), testable),
         "details": {"turns": turns, "fit_sigma": sf, "fit_step": tf, "s_threshold": s_star, "beta": beta,
-                    "predictions": preds, "order_ok": bool(order_ok)},
+                    "predictions": preds, "order_ok": bool(order_ok), "observed_exponent": exponent,
+                    "theory_exponent": 2 * beta},
     }
 
 
 # ---------------------------------------------------------------- fine-tuning
 
 
+def _u_shape(curve, steps):
+    """Argmin, rise to the end and fall from the start of a curve with one value per checkpoint."""
+    c = int(np.argmin(curve))
+    rise, fall = float(curve[-1] - curve[c]), float(curve[0] - curve[c])
+    return {"argmin_step": steps[c], "rise": rise, "fall": fall,
+            "turns_up": bool(0 < c < len(curve) - 1 and rise > MIN_EFFECT and fall > MIN_EFFECT)}
+
+
 def predict_finetune(result) -> dict:
     ft = result["finetune"]
-    rates = list(ft["rates"])
-    a = np.asarray(ft["pretrain_excess"], float)  # (R, C)
     steps = result["steps"]
     rows = []
-    for r, rate in enumerate(rates):
-        curve = a[r]
-        c = int(np.argmin(curve))
-        rise, fall = float(curve[-1] - curve[c]), float(curve[0] - curve[c])
-        u = 0 < c < len(curve) - 1 and rise > MIN_EFFECT and fall > MIN_EFFECT
-        rows.append({"rate": rate, "argmin_step": steps[c], "rise": rise, "turns_up": bool(u),
-                     "final_finetune_excess": float(ft["finetune_excess"][r][-1])})
+    for r, rate in enumerate(ft["rates"]):
+        row = {"rate": rate, **_u_shape(np.asarray(ft["pretrain_excess"][r], float), steps)}
+        row["finetune_chain"] = _u_shape(np.asarray(ft["finetune_excess"][r], float), steps)  # in-domain, for context
+        rows.append(row)
     by_rate = sorted(rows, key=lambda x: -x["rate"])
     largest = by_rate[0]
-    delayed = all(b["argmin_step"] >= a_["argmin_step"] for a_, b in zip(by_rate, by_rate[1:]))
+    delayed = all(b["argmin_step"] >= a["argmin_step"] for a, b in zip(by_rate, by_rate[1:]))
     text = "; ".join(f"rate {x['rate']:g}: min at step {x['argmin_step']}, rise to the end {x['rise']:+.4f}"
                      + (" U" if x["turns_up"] else "") for x in by_rate)
+    text += " (fine-tuning chain itself: " + "; ".join(
+        f"rate {x['rate']:g} min at step {x['finetune_chain']['argmin_step']}, rise {x['finetune_chain']['rise']:+.4f}"
+        for x in by_rate) + ")"
     return {
         "id": "6", "prediction": "after fine-tuning at a fixed large rate the pre-training loss is U-shaped; "
                                  "smaller rates delay it",
         "measured": text,
-        "criterion": f"largest rate: interior argmin with rise and fall > {MIN_EFFECT} (one fine-tuning per "
-                     f"checkpoint, no error bars); smaller rates' argmin at the same or a later step",
+        "criterion": f"largest rate: pre-training chain's excess loss after fine-tuning has an interior argmin with "
+                     f"rise and fall > {MIN_EFFECT} (one fine-tuning per checkpoint, no error bars); smaller rates' "
+                     f"argmin at the same or a later step",
         "verdict": _verdict(largest["turns_up"] and delayed),
         "details": {"rates": by_rate},
     }

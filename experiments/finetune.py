@@ -10,13 +10,14 @@ Afterwards both chains score the model exactly (probes.evaluate).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from .language import ChainTables, sample
+from .language import sample
 from .model import GPTConfig
 from .probes import evaluate
 from .train import lm_loss
@@ -39,25 +40,25 @@ def finetune_optimizer(optimizer: str, lr, momentum: float = 0.9) -> optax.Gradi
     return optax.adam(lr)
 
 
-def make_finetune(cfg: GPTConfig, fc: FinetuneConfig, optimizer: str, momentum: float, tables_b: ChainTables,
-                  tables_a: ChainTables):
-    """A jitted f(params, rate, key, tokens_a, tokens_b) → {pretrain_excess, pretrain_loss,
-    finetune_excess, finetune_loss} after K fine-tuning steps (scalars)."""
+@functools.lru_cache(maxsize=8)
+def make_finetune(cfg: GPTConfig, steps: int, batch_size: int, optimizer: str, momentum: float):
+    """A jitted f(params, rate, key, tokens_a, tokens_b, tables_a, tables_b) → {pretrain_excess, pretrain_loss,
+    finetune_excess, finetune_loss} after `steps` fine-tuning steps on chain b (scalars)."""
 
-    def tune(params, lr, key):
+    def tune(params, lr, key, tables_b):
         opt = finetune_optimizer(optimizer, lr, momentum)
 
         def step(carry, t):
             p, s = carry
-            tokens = sample(jax.random.fold_in(key, t), tables_b, fc.batch_size, cfg.context + 1)
+            tokens = sample(jax.random.fold_in(key, t), tables_b, batch_size, cfg.context + 1)
             updates, s = opt.update(jax.grad(lm_loss)(p, cfg, tokens), s, p)
             return (optax.apply_updates(p, updates), s), None
 
-        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), jnp.arange(fc.steps))
+        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), jnp.arange(steps))
         return params
 
-    def run(params, lr, key, tokens_a, tokens_b):
-        return score_both(tune(params, lr, key), cfg, tokens_a, tokens_b, tables_a, tables_b)
+    def run(params, lr, key, tokens_a, tokens_b, tables_a, tables_b):
+        return score_both(tune(params, lr, key, tables_b), cfg, tokens_a, tokens_b, tables_a, tables_b)
 
     return jax.jit(run)
 

@@ -104,5 +104,5 @@ def count_params(params) -> int:
 def flops_per_token(cfg: GPTConfig) -> float:
     """Forward FLOPs per token (2 per multiply-add in the matmuls, attention included)."""
     d, f, t = cfg.d_model, cfg.mlp_ratio * cfg.d_model, cfg.context
-    per_layer = 2 * (3 * d * d + d * d + 2 * d * f) + 2 * 2 * t * d  # projections + QKᵀ and AV (avg ~t/2 ×2)
+    per_layer = 2 * (3 * d * d + d * d + 2 * d * f) + 2 * 2 * t * d  # projections; QKᵀ and AV over the full T×T
     return cfg.n_layers * per_layer + 2 * d * cfg.vocab_size

@@ -92,8 +92,8 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
     tokens_b = eval_tokens(jax.random.fold_in(key, 4), tables_b, pc.n_eval, m.context)
     noise_key, hess_key = jax.random.fold_in(key, 2), jax.random.fold_in(key, 6)
     sigmas = {"relative": list(pc.sigmas_relative), "absolute": list(pc.sigmas_absolute)}
-    noise_fn = make_noise_probe(m, tables, pc.draws, pc.map_batch)
-    hess_fn = make_hessian_trace(m, tables, pc.hessian_probes) if pc.hessian_probes else None
+    noise_fn = make_noise_probe(m, pc.draws, pc.map_batch)
+    hess_fn = make_hessian_trace(m, pc.hessian_probes) if pc.hessian_probes else None
     hess_tokens = tokens[: pc.hessian_eval]
     probes, params_all = [], []
     bar = _bar(len(steps), "probe", progress)
@@ -121,13 +121,13 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
     if ft_path.exists():
         ft = json.loads(ft_path.read_text())
     else:
-        ft_fn = make_finetune(m, cfg.finetune, cfg.train.optimizer, cfg.train.momentum, tables_b, tables)
+        ft_fn = make_finetune(m, cfg.finetune.steps, cfg.finetune.batch_size, cfg.train.optimizer, cfg.train.momentum)
         ft_key, rates = jax.random.fold_in(key, 5), cfg.finetune.rates
         ft = {k: [[None] * len(steps) for _ in rates] for k in FT_KEYS}
         bar = _bar(len(steps) * len(rates), f"fine-tune ({cfg.finetune.steps} steps)", progress)
         for c, params in enumerate(params_all):
             for r, rate in enumerate(rates):
-                out = ft_fn(params, jnp.float32(rate), ft_key, tokens, tokens_b)
+                out = ft_fn(params, jnp.float32(rate), ft_key, tokens, tokens_b, tables, tables_b)
                 for k in FT_KEYS:
                     ft[k][r][c] = float(out[k])
                 if bar is not None:

@@ -9,6 +9,7 @@ ends bit-for-bit where an unbroken run ends.
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from dataclasses import dataclass
@@ -109,25 +110,29 @@ def init_state(cfg: GPTConfig, tc: TrainConfig, key) -> TrainState:
     return TrainState(jnp.asarray(0, jnp.int32), params, make_optimizer(tc).init(params))
 
 
-def make_chunk_fn(cfg: GPTConfig, tc: TrainConfig, tables: ChainTables):
-    """A jitted function running `tc.chunk` steps, each skipped once the step reaches `stop`."""
+@functools.lru_cache(maxsize=8)
+def make_chunk_fn(cfg: GPTConfig, tc: TrainConfig):
+    """A jitted f(state, tables, data_key, stop) running `tc.chunk` steps, each skipped once the step reaches `stop`.
+
+    Cached per configuration, so runs of the same configuration in one process compile once.
+    """
     opt = make_optimizer(tc)
 
-    def train_step(state, data_key):
+    def train_step(state, data_key, tables):
         tokens = sample(jax.random.fold_in(data_key, state.step), tables, tc.batch_size, cfg.context + 1)
         loss, grads = jax.value_and_grad(lm_loss)(state.params, cfg, tokens)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), loss
 
-    def body(carry, _):
-        state, loss_sum, data_key, stop = carry
-        state, loss = jax.lax.cond(state.step < stop, train_step, lambda s, k: (s, jnp.float32(0.0)), state, data_key)
-        return (state, loss_sum + loss, data_key, stop), None
-
     @jax.jit
-    def chunk_fn(state, data_key, stop):
-        (state, loss_sum, _, _), _ = jax.lax.scan(body, (state, jnp.float32(0.0), data_key, stop), None,
-                                                  length=tc.chunk)
+    def chunk_fn(state, tables, data_key, stop):
+        def body(carry, _):
+            state, loss_sum = carry
+            state, loss = jax.lax.cond(state.step < stop, train_step, lambda s, k, t: (s, jnp.float32(0.0)),
+                                       state, data_key, tables)
+            return (state, loss_sum + loss), None
+
+        (state, loss_sum), _ = jax.lax.scan(body, (state, jnp.float32(0.0)), None, length=tc.chunk)
         return state, loss_sum
 
     return chunk_fn
@@ -198,7 +203,7 @@ def train(cfg: GPTConfig, tc: TrainConfig, tables: ChainTables, seed: int, folde
         save_checkpoint(folder, state, float("nan"))
         train_loss[0] = float("nan")
 
-    chunk_fn = make_chunk_fn(cfg, tc, tables)
+    chunk_fn = make_chunk_fn(cfg, tc)
     t0 = time.perf_counter()
     if progress is not None:
         progress.update(int(state.step))
@@ -210,7 +215,7 @@ def train(cfg: GPTConfig, tc: TrainConfig, tables: ChainTables, seed: int, folde
         first, total = int(state.step), 0.0
         while int(state.step) < target:
             before = int(state.step)
-            state, loss_sum = chunk_fn(state, data_key, jnp.asarray(target, jnp.int32))
+            state, loss_sum = chunk_fn(state, tables, data_key, jnp.asarray(target, jnp.int32))
             n = int(state.step) - before
             total += float(loss_sum)
             if not np.isfinite(float(loss_sum)):

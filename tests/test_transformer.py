@@ -1,0 +1,302 @@
+"""The transformer check: language, probes, noise, resume, the ci preset end to end, compare."""
+
+import dataclasses
+import itertools
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.compare import compare, learning_steps, spearman
+from experiments.finetune import FinetuneConfig
+from experiments.language import finetune_language, make_language, sample
+from experiments.model import GPTConfig, init_params, is_matrix
+from experiments.presets import LanguageConfig, ProbeConfig, RunConfig
+from experiments.probes import evaluate_jit, make_noise_probe, perturb, strengths
+from experiments.run import run_experiment
+from experiments.train import TrainConfig, checkpoint_steps, train
+from linear_theory import cli
+
+
+# ---------------------------------------------------------------- the language
+
+
+def test_entropy_rate_equals_block_entropy_by_enumeration():
+    """H(X_n | X_1..X_{n−1}) = H_n − H_{n−1}, summed over every sequence, is the entropy rate."""
+    lang = make_language(vocab=3, rank=2, s1=0.8, alpha=0.5, seed=4)
+    p, pi = lang.transition, lang.stationary
+    assert np.allclose(pi @ p, pi, atol=1e-12) and math.isclose(pi.sum(), 1.0)
+
+    def block_entropy(n):
+        h = 0.0
+        for seq in itertools.product(range(3), repeat=n):
+            q = pi[seq[0]] * np.prod([p[a, b] for a, b in zip(seq, seq[1:])])
+            h -= q * math.log(q)
+        return h
+
+    assert block_entropy(6) - block_entropy(5) == pytest.approx(lang.entropy_rate, rel=1e-10)
+
+
+def test_entropy_rate_against_sampled_chain():
+    """Monte Carlo −log P(x_{t+1} | x_t) along sequences from the device sampler, and token frequencies ≈ π."""
+    lang = make_language(vocab=32, rank=16, s1=0.8, seed=1)
+    x = np.asarray(sample(jax.random.key(0), lang.tables(), 256, 400))
+    nll = -np.log(lang.transition[x[:, :-1], x[:, 1:]])
+    per_seq = nll.mean(1)  # sequences are independent: standard error from them
+    assert abs(per_seq.mean() - lang.entropy_rate) < 4 * per_seq.std(ddof=1) / math.sqrt(per_seq.size)
+    freq = np.bincount(x.ravel(), minlength=32) / x.size
+    assert np.abs(freq - lang.stationary).max() < 0.01
+
+
+def test_language_structure():
+    lang = make_language(vocab=64, rank=20, s1=0.5, alpha=0.5, seed=3)
+    assert np.allclose(lang.logits.sum(1), 0, atol=1e-10)  # rows centred
+    sv = np.linalg.svd(lang.logits, compute_uv=False)
+    assert np.allclose(sv[:20] / 64, lang.s) and sv[20] < 1e-9  # L = V·U diag(s) Vᵀ
+    assert np.allclose(lang.u.T @ lang.logits @ lang.v / 64, np.diag(lang.s), atol=1e-12)
+    second = finetune_language(lang, "rank", rank=4, seed=5)
+    assert np.linalg.matrix_rank(second.logits - lang.logits, tol=1e-8) == 4
+    assert not np.isclose(second.entropy_rate, lang.entropy_rate)
+    with pytest.raises(ValueError):
+        make_language(vocab=8, rank=8)
+
+
+# ---------------------------------------------------------------- probes
+
+
+def planted_model(lang, a_planted, seed=0):
+    """A one-layer model whose logit map is set by hand: identity embedding, blocks silenced,
+    unembedding = V·u diag(a) vᵀ + a component off the modes + row shifts (removed by centring)."""
+    v = lang.vocab
+    cfg = GPTConfig(vocab_size=v, context=8, d_model=v, n_heads=2, n_layers=1, init_std=0.02)
+    params = init_params(cfg, jax.random.key(seed))
+    params["wte"] = jnp.eye(v, dtype=jnp.float32)
+    params["wpe"] = jnp.zeros_like(params["wpe"])
+    params["blocks"][0]["attn"]["w_o"] = jnp.zeros_like(params["blocks"][0]["attn"]["w_o"])
+    params["blocks"][0]["mlp"]["w_proj"] = jnp.zeros_like(params["blocks"][0]["mlp"]["w_proj"])
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((v, 2)) - lang.u @ (lang.u.T @ rng.standard_normal((v, 2))))
+    off = q[:, :1] @ (q[:, 1:] - lang.v @ (lang.v.T @ q[:, 1:])).T  # orthogonal to every u_k
+    m = v * (lang.u * a_planted) @ lang.v.T + 3.0 * off + rng.standard_normal((v, 1))
+    params["lm_head"] = jnp.asarray(m, jnp.float32)
+    return cfg, params
+
+
+def test_probe_recovers_planted_strengths():
+    lang = make_language(vocab=16, rank=6, s1=0.5, seed=2)
+    a_planted = np.array([0.1, 0.45, 0.02, 0.3, 0.0, 0.2])  # not the language's own strengths, not ordered
+    cfg, params = planted_model(lang, a_planted)
+    tokens = sample(jax.random.key(1), lang.tables(), 64, cfg.context + 1)
+    _, _, m = evaluate_jit(params, cfg, tokens, lang.tables())
+    a = np.asarray(strengths(m, jnp.asarray(lang.u, jnp.float32), jnp.asarray(lang.v, jnp.float32)))
+    assert np.allclose(a, a_planted, atol=1e-5)
+    # the raw SVD of the centred map does not give these numbers (the off-mode component dominates)
+    assert not np.allclose(np.linalg.svd(np.asarray(m), compute_uv=False)[:6] / 16, np.sort(a_planted)[::-1], atol=0.01)
+
+
+def test_noise_of_zero_changes_nothing_and_noise_hits_only_matrices():
+    lang = make_language(vocab=16, rank=6, seed=0)
+    cfg = GPTConfig(vocab_size=16, context=8, d_model=16, n_heads=2, n_layers=1, layernorm=True)
+    params = init_params(cfg, jax.random.key(0))
+    tables = lang.tables()
+    tokens = sample(jax.random.key(1), tables, 32, 9)
+    clean = float(evaluate_jit(params, cfg, tokens, tables)[0])
+    probe = make_noise_probe(cfg, 2, 2)
+    for relative in (True, False):
+        same = perturb(params, jax.random.key(3), 0.0, relative)
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(same), jax.tree_util.tree_leaves(params)))
+        excess, diff = probe(params, tokens, tables, jax.random.key(3), jnp.float32(0.0), jnp.asarray(relative))
+        assert np.all(np.asarray(excess) == clean)
+        assert np.abs(np.asarray(diff)).max() < 1e-6  # batched vs unbatched kernels: float32 rounding only
+        noisy = perturb(params, jax.random.key(3), 0.1, relative)
+        for a, b in zip(jax.tree_util.tree_leaves(noisy), jax.tree_util.tree_leaves(params)):
+            assert (not np.array_equal(a, b)) == is_matrix(b)  # every matrix moves, biases and LN stay
+
+
+# ---------------------------------------------------------------- training and resume
+
+
+def tiny_config(**train):
+    lang = LanguageConfig(vocab=16, rank=8, s1=0.5, alpha=0.5, ft_rank=2)
+    return RunConfig(
+        preset="test", variant="theory", seed=3, language=lang,
+        model=GPTConfig(vocab_size=16, context=8, d_model=16, n_heads=2, n_layers=1),
+        train=TrainConfig(**{"steps": 60, "batch_size": 16, "lr": 0.5, "n_checkpoints": 5, "first_checkpoint": 5,
+                             "chunk": 16, **train}),
+        probe=ProbeConfig(n_eval=16, draws=2, sigmas_relative=(0.5,), sigmas_absolute=(0.05,), hessian_probes=1,
+                          hessian_eval=4, map_batch=2),
+        finetune=FinetuneConfig(steps=4, batch_size=8, rates=(0.5, 0.1)),
+    )
+
+
+def without_timing(r):
+    return {k: v for k, v in r.items() if k != "timing"}
+
+
+def test_resume_gives_the_unbroken_result(tmp_path):
+    cfg = tiny_config()
+    steps = checkpoint_steps(60, 5, 5)
+    assert steps == [0, 5, 11, 26, 60]
+    unbroken = run_experiment(cfg, tmp_path / "a", progress=False)
+    assert run_experiment(cfg, tmp_path / "b", progress=False, stop_after=11) is None
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == [
+        f"step_{s:08d}.npz" for s in steps[:3]]
+    resumed = run_experiment(cfg, tmp_path / "b", progress=False)
+    assert resumed["timing"]["resumed_from"] == 11 and unbroken["timing"]["resumed_from"] is None
+    assert json.dumps(without_timing(resumed)) == json.dumps(without_timing(unbroken))
+    for s in steps:  # the saved parameters are bit-for-bit the same
+        with np.load(tmp_path / "a" / "checkpoints" / f"step_{s:08d}.npz") as fa, \
+                np.load(tmp_path / "b" / "checkpoints" / f"step_{s:08d}.npz") as fb:
+            assert all(np.array_equal(fa[k], fb[k], equal_nan=True) for k in fa.files)
+    # the folder remembers its configuration
+    with pytest.raises(ValueError, match="different configuration"):
+        run_experiment(dataclasses.replace(cfg, seed=4), tmp_path / "b", progress=False)
+
+
+def test_schedules_and_optimisers_run(tmp_path):
+    from experiments.train import lr_schedule
+
+    for sched in ("constant", "cosine", "wsd"):
+        tc = TrainConfig(steps=100, schedule=sched, warmup_steps=10, decay_fraction=0.2)
+        f = lr_schedule(tc)
+        assert float(f(0)) == 0.0 and float(f(10)) == pytest.approx(tc.lr)
+        assert float(f(100)) == pytest.approx(tc.lr if sched == "constant" else 0.0, abs=1e-6)
+    assert float(lr_schedule(TrainConfig(steps=100, schedule="wsd"))(79)) == pytest.approx(0.5)
+    cfg = tiny_config(optimizer="adamw", lr=1e-2, weight_decay=0.1, schedule="wsd", warmup_steps=5, steps=40,
+                      n_checkpoints=3)
+    model = dataclasses.replace(cfg.model, layernorm=True)
+    lang = make_language(16, 8, 0.5, 0.5, seed=0)
+    log = train(model, cfg.train, lang.tables(), 0, tmp_path)
+    assert log["steps"] == [0, 5, 40] and log["train_loss"][-1] < log["train_loss"][1]
+
+
+# ---------------------------------------------------------------- the ci preset end to end
+
+
+def test_ci_preset_end_to_end_and_compare(tmp_path, capsys):
+    out, main = tmp_path / "ci", cli.main
+    assert main(["transformer", "--preset", "ci", "--variant", "theory", "--out", str(out), "--json",
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    r = json.loads(text)  # stdout holds exactly one JSON object
+    assert r == json.loads((out / "result.json").read_text())
+    n = len(r["steps"])
+    for key in ("steps", "loss", "entropy_rate", "target_strengths", "mode_strengths", "noise", "finetune"):
+        assert key in r
+    assert len(r["mode_strengths"]) == n and len(r["mode_strengths"][0]) == len(r["target_strengths"])
+    nz = r["noise"]
+    assert set(nz["kind"]) == {"relative", "absolute"} and len(nz["sigmas"]) == len(nz["delta_loss"])
+    assert all(len(d) == n for d in nz["delta_loss"]) and "biases" in nz["perturbed"]
+    assert len(r["finetune"]["pretrain_excess"]) == len(r["finetune"]["rates"])
+    # the model learns: loss falls towards the entropy rate, strong modes are picked up
+    assert r["excess_loss"][-1] < 0.5 * r["excess_loss"][0]
+    assert all(lo >= r["loss_floor_eval"] - 1e-4 for lo in r["loss"])
+    assert np.mean(np.asarray(r["mode_strengths"][-1][:5]) / r["target_strengths"][:5]) > 0.5
+    # noise hurts more after training than at init (relative σ = 1)
+    i = [k for k, (kind, s) in enumerate(zip(nz["kind"], nz["sigmas"])) if kind == "relative" and s == 1.0][0]
+    assert nz["delta_loss"][i][-1] > nz["delta_loss"][i][0] + 0.01
+
+    assert main(["compare", str(out), "--json"]) == 0
+    cmp = json.loads(capsys.readouterr().out)
+    assert [p["id"] for p in cmp["predictions"]] == ["1", "2", "3r", "3a", "4r", "4a", "5r", "5a", "6"]
+    assert all(p["verdict"] in ("held", "failed", "inconclusive") for p in cmp["predictions"])
+    for name in ("compare.json", "compare.png", "compare.pdf"):
+        assert (out / name).stat().st_size > 0
+
+
+# ---------------------------------------------------------------- compare on synthetic results
+
+
+def synthetic_result(order="right", ft_u=True):
+    """A hand-made run whose verdicts follow from its construction.
+
+    Modes s = 0.8, 0.4, 0.2, 0.1 reach half strength at steps 80, 160, 320, 640 (step·s = 64, slope 1),
+    or in reverse order. Relative noise: σ = 0.25 adds a small, steadily growing Δloss (½σ² × a
+    Hessian trace that it tracks exactly) and never turns up; σ = 0.5 has its minimum at step 640 and
+    rises by 0.02; σ = 1 has its minimum at step 160 and rises by 0.06 — and (1/0.5)² × 160 = 640, as
+    s* ∝ σ² with step ∝ 1/s predicts. Absolute noise (σ = 0.05) grows too but the loss keeps falling:
+    no U. Fine-tuning at rate 0.5 is U-shaped (minimum at 160), at rate 0.1 its minimum comes later
+    (640); with ft_u=False both fall monotonically. Each draw carries an offset shared by every
+    checkpoint (the same noise keys) plus tiny independent noise.
+    """
+    steps = [0, 10, 20, 40, 80, 160, 320, 640, 1280]
+    t = np.asarray(steps, float)
+    s = np.array([0.8, 0.4, 0.2, 0.1])
+    half = 64 / s if order == "right" else (64 / s)[::-1]
+    a = s / (1 + (np.maximum(t[:, None], 1) / half) ** -4)  # a_k = s_k/2 exactly at step half_k
+    clean = 0.5 * ((s - a) ** 2).sum(1)
+    learned = a.sum(1) / s.sum()
+    rng = np.random.default_rng(0)
+    offset = 0.003 * rng.standard_normal(16)
+
+    def draws(curve):
+        return (np.asarray(curve)[:, None] + offset + 1e-6 * rng.standard_normal((len(steps), 16))).tolist()
+
+    def u_curve(c_min, rise):
+        """The clean loss until step c_min, then flat, plus a penalty growing to `rise` at the end."""
+        k = steps.index(c_min)
+        extra = np.zeros(len(steps))
+        extra[k:] = np.linspace(0, 1, len(steps) - k) ** 2
+        return np.where(np.arange(len(steps)) < k, clean, clean[k]) + rise * extra
+
+    delta_small = 0.0002 + 0.008 * learned + 1e-5 * np.log1p(t)
+    delta_abs = 0.0001 + 0.004 * learned + 5e-6 * np.log1p(t)
+    rows = [("relative", 0.25, clean + delta_small), ("relative", 0.5, u_curve(640, 0.02)),
+            ("relative", 1.0, u_curve(160, 0.06)), ("absolute", 0.05, clean + delta_abs)]
+    if order == "right":  # the construction keeps these two falling: no U there
+        assert np.all(np.diff(clean + delta_small) < 0) and np.all(np.diff(clean + delta_abs) < 0)
+    pert = [draws(c) for _, _, c in rows]
+    ft_a = u_curve(160, 0.02) if ft_u else clean + 0.3
+    ft_b = u_curve(640, 0.02) if ft_u else clean + 0.2
+    return {
+        "schema": "linear-theory/transformer-run/1", "preset": "synthetic", "variant": "hand-made",
+        "steps": steps, "excess_loss": clean.tolist(), "target_strengths": s.tolist(), "mode_strengths": a.tolist(),
+        "weight_sq_norm": (1 + a.sum(1)).tolist(),
+        "hessian_trace": (delta_abs / (0.5 * 0.05**2)).tolist(),
+        "hessian_trace_relative": (delta_small / (0.5 * 0.25**2)).tolist(),
+        "noise": {"kind": [k for k, _, _ in rows], "sigmas": [s_ for _, s_, _ in rows], "perturbed_draws": pert,
+                  "delta_loss": [(np.mean(p, 1) - clean).tolist() for p in pert],
+                  "perturbed_loss": [np.mean(p, 1).tolist() for p in pert],
+                  "modes_above_floor": [[0] * len(steps)] * len(rows)},
+        "finetune": {"rates": [0.5, 0.1], "steps": 10, "pretrain_excess": [ft_a.tolist(), ft_b.tolist()],
+                     "finetune_excess": [[0.1] * len(steps)] * 2},
+    }
+
+
+def test_compare_on_synthetic_result(tmp_path):
+    r = synthetic_result()
+    s = np.asarray(r["target_strengths"])
+    assert np.allclose(learning_steps(r["steps"], r["mode_strengths"], s), [80, 160, 320, 640])
+    v = {p["id"]: p for p in compare(r)["predictions"]}
+    assert {k: p["verdict"] for k, p in v.items()} == {
+        "1": "held", "2": "held", "3r": "held", "3a": "held", "4r": "held", "4a": "failed", "5r": "held",
+        "5a": "inconclusive", "6": "held"}
+    assert v["2"]["details"]["slope"] == pytest.approx(1.0, abs=1e-6)
+    preds = {p["sigma"]: p for p in v["5r"]["details"]["predictions"]}
+    assert preds[0.5]["predicted_step"] == pytest.approx(640, rel=1e-3) and preds[0.5]["observed_step"] == 640
+    assert preds[0.25]["predicted_step"] == pytest.approx(2560, rel=1e-3) and preds[0.25]["observed_step"] is None
+
+    bad = {p["id"]: p["verdict"] for p in compare(synthetic_result(order="reversed", ft_u=False))["predictions"]}
+    assert bad["1"] == "failed" and bad["2"] == "failed" and bad["6"] == "failed"
+
+    (tmp_path / "result.json").write_text(json.dumps(r))
+    assert cli.main(["compare", str(tmp_path), "--no-figure"]) == 0
+
+
+def test_spearman_ties_and_inf():
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1)
+    assert spearman([1, 2, np.inf, np.inf], [4, 3, 2, 1]) == pytest.approx(np.corrcoef([1, 2, 3.5, 3.5], [4, 3, 2, 1])[0, 1])
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    assert cli.main(["transformer", "--preset", "ci", "--out", str(tmp_path), "--checkpoints", "1",
+                     "--no-progress"]) == 2
+    assert cli.main(["compare", str(tmp_path / "missing")]) == 2
+    (tmp_path / "result.json").write_text("{}")
+    assert cli.main(["compare", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error") == 3 and "Traceback" not in err
