@@ -92,3 +92,11 @@ def test_fresh_process_error_and_help():
     help_ = subprocess.run([sys.executable, "-m", "linear_theory.cli", "simulate", "--help"],
                            capture_output=True, text=True)
     assert help_.returncode == 0 and "lr × steps" in help_.stdout
+
+
+def test_co_diagonal_inputs_from_cli(capsys):
+    assert main(["simulate", "--singular-values", "2,1", "--input-variances", "4,0.5", "--lr", "0.1",
+                 "--checkpoints", "0,20000", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(out["mode_strengths"][-1], [0.5, 2.0], rtol=1e-8)  # s_i / d_i
+    assert out["loss"][-1] < 1e-20

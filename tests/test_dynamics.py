@@ -156,3 +156,26 @@ def test_learning_time_is_half_point(teacher):
     a = flow_strengths(teacher.s, a0, t_half)
     np.testing.assert_allclose(a, teacher.s / 2, rtol=1e-12)
     assert np.all(np.diff(t_half) > 0)  # larger s learned first
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    s=st.lists(st.floats(1e-3, 1e3), min_size=1, max_size=5),
+    log_a0=st.floats(-30, -1),
+    lr_frac=st.floats(0.01, 0.999),
+)
+def test_gd_map_extreme_inputs_stay_finite_and_converge(s, log_a0, lr_frac):
+    """Exact GD map for tiny a0 and rates up to just below the stability limit: finite,
+    positive, and at the fixed point once every mode had time to grow (the slowest mode
+    needs ≈ ln(s/a0)/(lr s) steps, the last approach ≈ 1/|ln|1 − 2 lr s|| per e-fold)."""
+    s = sorted(s, reverse=True)
+    t = make_teacher(s, 5, 5, seed=0)
+    lr = lr_frac / max(s)
+    a0 = min(10.0**log_a0, min(s) / 4)
+    contraction = np.abs(1 - 2 * lr * np.array(s))
+    settle = np.log(np.array(s) / a0) / (lr * np.array(s)) + 60 / -np.log(np.maximum(contraction, 1e-300))
+    n = int(min(settle.max(), 5e6)) + 10
+    a = gd_modes(t, lr, [0, 1, n], a0).mode_strengths
+    assert np.all(np.isfinite(a)) and np.all(a > 0)
+    if settle.max() < 5e6:
+        np.testing.assert_allclose(a[-1], s, rtol=1e-8)
