@@ -11,6 +11,8 @@ between neighbouring checkpoints from SGD noise) and two standard errors.
   3  sensitivity grows with training and tracks the theory's proxy
   4  the perturbed loss turns up (an interior minimum) for large enough σ
   5  the inflection comes earlier for larger σ; a threshold fitted on one σ predicts the others
+     (5r, 5a: the theory's scaling s* ∝ σ²; 5rs, 5as: the spectral view, s* = κ × the measured
+     noise floor of the logit map — the second form was added after the first default run)
   6  after fine-tuning at a fixed large rate the pre-training loss is U-shaped; smaller rates delay it
 """
 
@@ -274,8 +276,15 @@ def predict_inflection(result, kind, saxe) -> dict | None:
     if len(with_u) >= 2:
         x = np.log([t["sigma"] for t in with_u])
         exponent = float(-np.polyfit(x, np.log([t["argmin_step"] for t in with_u]), 1)[0])
+    nz = result["noise"]
+    for t, i in zip(turns, idx):  # spectral view at the turn: the noise floor vs the strength of the modes then learned
+        t["floor_at_turn"] = nz["noise_floor"][i][t["argmin_index"]] if "noise_floor" in nz else None
+        t["s_learning_at_turn"] = math.exp((c - math.log(max(t["argmin_step"], 1))) / beta)
+    floors = ", ".join(f"{t['floor_at_turn']:.3g} vs {t['s_learning_at_turn']:.3g}" for t in with_u
+                       if t["floor_at_turn"] is not None)
     text = (f"U at σ → step: {seen} (observed step ∝ σ^-{exponent:.2f}; theory σ^-{2 * beta:.2f}); "
-            f"fit on σ={sf:g} (s* = {s_star:.3g}); held out: "
+            + (f"noise floor at the turn vs s of the modes then learned: {floors}; " if floors else "")
+            + f"fit on σ={sf:g} (s* = {s_star:.3g}); held out: "
             + ", ".join(f"σ={p['sigma']:g} predicted {p['predicted_step']:.0f} vs "
                         f"{p['observed_step'] if p['observed_step'] is not None else 'no U'}" for p in preds))
     return {
@@ -288,6 +297,63 @@ def predict_inflection(result, kind, saxe) -> dict | None:
         "details": {"turns": turns, "fit_sigma": sf, "fit_step": tf, "s_threshold": s_star, "beta": beta,
                     "predictions": preds, "order_ok": bool(order_ok), "observed_exponent": exponent,
                     "theory_exponent": 2 * beta},
+    }
+
+
+def _crossing(steps, g):
+    """First step where g (one value per checkpoint, steps > 0) drops to ≤ 0, log-interpolated; inf if never."""
+    for j in range(len(g)):
+        if g[j] <= 0:
+            if j == 0:
+                return float(steps[0])
+            f = g[j - 1] / (g[j - 1] - g[j])
+            return math.exp(math.log(steps[j - 1]) + f * (math.log(steps[j]) - math.log(steps[j - 1])))
+    return math.inf
+
+
+def predict_spectral_threshold(result, kind, saxe) -> dict | None:
+    """Prediction 5 in the spectral view: the turn comes when the modes being learned fall below κ × the
+    measured noise floor ‖M̃ − M‖₂/V; κ fitted on the largest σ that turns up, the other σ held out."""
+    idx = noise_rows(result, kind)
+    nz = result["noise"]
+    if not idx or "noise_floor" not in nz:
+        return None
+    rid, name = f"5{kind[0]}s", f"spectral threshold: turn when the modes being learned fall below the noise floor " \
+                               f"({kind} noise)"
+    turns = [turn_up(result, i) for i in idx]
+    with_u = [t for t in turns if t["turns_up"]]
+    beta, c = saxe["details"]["slope"], saxe["details"]["intercept"]
+    if not with_u or not math.isfinite(beta):
+        return {"id": rid, "prediction": name, "measured": f"{len(with_u)} σ turn up; Saxe slope {beta:.2f}",
+                "criterion": "needs ≥ 2 σ that turn up", "verdict": "inconclusive", "details": {}}
+    steps = np.asarray(result["steps"], float)
+    pos = steps > 0
+    s_learning = np.exp((c - np.log(steps[pos])) / beta)  # strength of the modes being learned at each checkpoint
+    fit_i = idx[turns.index(with_u[-1])]
+    fit = with_u[-1]
+    kappa = math.exp((c - math.log(fit["argmin_step"])) / beta) / nz["noise_floor"][fit_i][fit["argmin_index"]]
+    preds, hits, observed_any = [], [], False
+    for t, i in zip(turns, idx):
+        if t is fit:
+            continue
+        pred = _crossing(steps[pos], s_learning - kappa * np.asarray(nz["noise_floor"][i], float)[pos])
+        if t["turns_up"]:
+            observed_any = True
+            hit = 1 / FACTOR <= pred / t["argmin_step"] <= FACTOR
+        else:
+            hit = pred >= steps[-1] / FACTOR
+        preds.append({"sigma": t["sigma"], "predicted_step": pred,
+                      "observed_step": t["argmin_step"] if t["turns_up"] else None, "hit": bool(hit)})
+        hits.append(hit)
+    text = (f"κ = s_learning/floor at the turn of σ={fit['sigma']:g} (step {fit['argmin_step']}) = {kappa:.2f}; held out: "
+            + ", ".join(f"σ={p['sigma']:g} predicted {p['predicted_step']:.0f} vs "
+                        f"{p['observed_step'] if p['observed_step'] is not None else 'no U'}" for p in preds))
+    return {
+        "id": rid, "prediction": name, "measured": text,
+        "criterion": f"held-out turn predicted where s of the modes being learned (prediction 2's fit) = κ × that σ's "
+                     f"noise floor, within {FACTOR:g}× of the observed U, or ≥ last step/{FACTOR:g} where none is seen",
+        "verdict": _verdict(all(hits), len(with_u) >= 2 and observed_any),
+        "details": {"kappa": kappa, "fit_sigma": fit["sigma"], "predictions": preds},
     }
 
 
@@ -343,6 +409,7 @@ def compare(result: dict) -> dict:
     for make in (predict_sensitivity, predict_turn_up):
         rows += [make(result, k) for k in kinds]
     rows += [predict_inflection(result, k, saxe) for k in kinds]
+    rows += [predict_spectral_threshold(result, k, saxe) for k in kinds]
     rows.append(predict_finetune(result))
     rows = [r for r in rows if r is not None]
     counts = {v: sum(r["verdict"] == v for r in rows) for v in ("held", "failed", "inconclusive")}

@@ -69,22 +69,26 @@ def transformer_figure(result: dict, comparison: dict | None = None):
                  title="(c) sensitivity to weight noise" + tag("3r") + tag("3a"))
     ax[0, 2].legend(fontsize=7, ncol=2)
 
-    # (d) perturbed loss and its turn
+    # (d) perturbed loss and its turn; predicted turns of held-out σ as markers on the axis
     for kind, ls in (("relative", "-"), ("absolute", "--")):
+        preds = {rid: {p["sigma"]: p["predicted_step"] for p in verdicts.get(rid, {}).get("details", {})
+                       .get("predictions", [])} for rid in (f"5{kind[0]}", f"5{kind[0]}s")}
         for i in noise_rows(result, kind):
+            sig = nz["sigmas"][i]
             p = np.asarray(nz["perturbed_loss"][i])
-            line, = ax[1, 0].plot(x, p, ls, label=f"{kind[:3]} σ={nz['sigmas'][i]:g}")
+            line, = ax[1, 0].plot(x, p, ls, label=f"{kind[:3]} σ={sig:g}")
             tu = turn_up(result, i)
             if tu["turns_up"]:
                 c = tu["argmin_index"]
                 ax[1, 0].plot(x[c], p[c], "o", color=line.get_color())
-        inf = verdicts.get(f"5{kind[0]}", {}).get("details", {})
-        for pr in inf.get("predictions", []):
-            if np.isfinite(pr["predicted_step"]) and pr["predicted_step"] <= steps[-1]:
-                ax[1, 0].axvline(pr["predicted_step"], color="gray", ls=ls, lw=0.8)
+            for rid, marker in ((f"5{kind[0]}", "v"), (f"5{kind[0]}s", "^")):
+                t_hat = preds[rid].get(sig)
+                if t_hat is not None and np.isfinite(t_hat) and t_hat <= steps[-1]:
+                    ax[1, 0].plot(t_hat, 0.02 if marker == "^" else 0.98, marker, color=line.get_color(),
+                                  transform=ax[1, 0].get_xaxis_transform(), clip_on=False)
     ax[1, 0].plot(x, result["excess_loss"], "k-", lw=2, label="clean")
     ax[1, 0].set(xscale="log", xlabel="step", ylabel="perturbed excess loss (nats)",
-                 title="(d) perturbed loss (dot: U, line: predicted)" + tag("4r") + tag("5r"))
+                 title="(d) perturbed loss: ● turn, ▼ σ² and ▲ spectral predictions" + tag("4r"))
     ax[1, 0].legend(fontsize=7, ncol=2)
 
     # (e) spectral view
@@ -106,6 +110,8 @@ def transformer_figure(result: dict, comparison: dict | None = None):
                  title=f"(f) fine-tuning {ft['steps']} steps" + tag("6"))
     ax[1, 2].legend(fontsize=7)
 
+    for a_ in ax.flat:
+        a_.title.set_fontsize(10)
     summary = ", ".join(f"{n} {v}" for v, n in comparison["summary"].items())
     fig.suptitle(f"Transformer check, {result['preset']}/{result['variant']}: {summary}")
     data = {"steps": steps.tolist(), "target_strengths": s.tolist(), "mode_strengths": a.tolist(),
