@@ -1,0 +1,35 @@
+"""Writing a figure: PNG, PDF and the plotted data (JSON) side by side, each atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import matplotlib as mpl
+
+from linear_theory._io import atomic_savefig, atomic_write_json
+from linear_theory.cli import jsonable
+
+from ._style import RC
+
+FORMATS = ("png", "pdf")
+
+
+def config_dict(config) -> dict:
+    """A figure config as plain JSON-ready values."""
+    return jsonable(dataclasses.asdict(config))
+
+
+def save_figure(fig, data: dict, out_dir, name: str) -> list[Path]:
+    """Write DIR/name.png, DIR/name.pdf and DIR/name.json; return the three paths.
+
+    The JSON holds `data` with numpy arrays as lists and NaN/inf as null.
+    """
+    out_dir = Path(out_dir)
+    paths = []
+    with mpl.rc_context(RC):
+        for ext in FORMATS:
+            kw = {"metadata": {"CreationDate": None}} if ext == "pdf" else {}
+            paths.append(atomic_savefig(fig, out_dir / f"{name}.{ext}", **kw))
+    paths.append(atomic_write_json(out_dir / f"{name}.json", jsonable({"figure": name, **data})))
+    return paths

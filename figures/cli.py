@@ -1,0 +1,95 @@
+"""`linear-theory figures`: make the theory figures, save them, report what was written.
+
+The CLI only chooses, saves and reports; each figure is a function of a small config
+(see `figures.registry`). Files: DIR/NAME.png, DIR/NAME.pdf and DIR/NAME.json (the plotted
+data, config and units), each written atomically. A progress bar goes to stderr when more
+than one figure is made; with --json, stdout holds exactly one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from linear_theory import cli
+
+from .registry import FIGURES, select
+
+DEFAULT_OUT = "figures/out"
+
+
+def add_commands(sub):
+    p = sub.add_parser(
+        "figures",
+        help="make the theory figures (PNG, PDF and the plotted data as JSON) and print the predictions",
+        description="Make the theory figures: " + "; ".join(f"{n}: {s.description}" for n, s in FIGURES.items())
+        + ". Units (THEORY.md): time in GD steps, flow time = lr × steps; losses ½‖W2W1 − A‖²_F (whitened "
+        "inputs); noise std σ per weight entry on both layers. With no NAME, all figures are made.",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"figures to make (default all: {', '.join(FIGURES)})")
+    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
+                   help=f"folder for NAME.png, NAME.pdf, NAME.json (default {DEFAULT_OUT})")
+    p.add_argument("--list", action="store_true", help="list the figure names with one line each, make nothing")
+    p.add_argument("--small", action="store_true", help="use the small test configs (a quick preview)")
+    p.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of tables")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    specs = select(args.names)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out!r} exists and is not a folder")
+    if args.list:
+        rows = [[s.name, s.description] for s in specs]
+        payload = {"figures": [{"name": s.name, "description": s.description} for s in specs]}
+        _emit(args, payload, _left_table(["figure", "description"], rows))
+        return
+
+    import matplotlib
+    from tqdm import tqdm
+
+    matplotlib.use("Agg")
+    from ._output import save_figure
+
+    start = time.perf_counter()
+    made = []
+    bar = tqdm(specs, desc="figures", unit="figure", file=sys.stderr, disable=len(specs) <= 1, leave=False)
+    for spec in bar:
+        bar.set_postfix_str(spec.name)
+        t0 = time.perf_counter()
+        fig, data = spec.build(small=args.small)
+        paths = save_figure(fig, data, args.out, spec.name)
+        made.append(dict(name=spec.name, description=spec.description, files=[str(p) for p in paths],
+                         seconds=round(time.perf_counter() - t0, 2), predictions=data.get("predictions", {})))
+    bar.close()
+    wall = time.perf_counter() - start
+
+    payload = dict(out_dir=str(args.out), small=args.small, wall_time_s=round(wall, 2),
+                   files=[f for m in made for f in m["files"]], figures=made)
+    files = _left_table(["figure", "seconds", "files"], [[m["name"], f"{m['seconds']:.1f}", "  ".join(m["files"])]
+                                                         for m in made])
+    preds = _left_table(["figure", "prediction", "value"],
+                        [[m["name"], k, str(v)] for m in made for k, v in m["predictions"].items()])
+    table = (f"{preds}\n\n{files}\n\n"
+             f"wrote {len(payload['files'])} files to {args.out} in {wall:.1f} s")
+    _emit(args, payload, table)
+
+
+def _emit(args, payload: dict, table: str):
+    """One JSON object or the tables on stdout (the figures' --out is a folder, so this
+    does not use `cli.emit`, whose --out is a JSON file)."""
+    if args.json:
+        sys.stdout.write(json.dumps(cli.jsonable(payload)) + "\n")
+    else:
+        sys.stdout.write(table.rstrip("\n") + "\n")
+
+
+def _left_table(headers, rows) -> str:
+    """A plain table with left-aligned text columns."""
+    widths = [max([len(h)] + [len(str(r[i])) for r in rows]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
