@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 
 from linear_theory import gd_modes, simulate_gd
-from linear_theory._noise import (
+from linear_theory import (
     critical_singular_value,
     harmful_modes,
     modal_expected_perturbed_loss,

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 
 from linear_theory import gd_modes
-from linear_theory._noise import critical_singular_value, modal_expected_perturbed_loss
+from linear_theory import critical_singular_value, modal_expected_perturbed_loss
 from linear_theory._phase import schedule_inflections
 
 from . import _style as st

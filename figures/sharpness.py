@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 
 from linear_theory import simulate_gd
-from linear_theory._noise import hessian_trace, hutchinson_hessian_trace, monte_carlo_perturbed_loss
+from linear_theory import hessian_trace, hutchinson_hessian_trace, monte_carlo_perturbed_loss
 from linear_theory._phase import log_steps
 
 from . import _style as st

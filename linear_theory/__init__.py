@@ -21,19 +21,14 @@ from ._teacher import (
     power_law_spectrum,
 )
 from ._trajectory import Trajectory, modal_loss
-from ._noise import (
+from ._noise import NOISE_KINDS, expected_perturbed_loss, hessian_trace, noise_stds, sensitivity, sensitivity_from_norms
+from ._noise_estimates import hutchinson_hessian_trace, monte_carlo_perturbed_loss
+from ._thresholds import (
     critical_singular_value,
-    expected_perturbed_loss,
     harmful_modes,
-    hessian_trace,
-    hutchinson_hessian_trace,
     modal_expected_perturbed_loss,
-    monte_carlo_perturbed_loss,
-    noise_stds,
     noisy_optimum,
     rise_bound_terms,
-    sensitivity,
-    sensitivity_from_norms,
 )
 from ._predict import Prediction, inflection_step_estimate, predict, summarize_path
 from ._phase import PhaseDiagram, log_steps, phase_diagram, schedule_inflections
@@ -41,3 +36,53 @@ from ._spectral import aligned_weights, bbp_threshold, detectability_along, fact
 from ._finetune import FinetuneSweep, finetune_sweep, finetune_target
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "flow_strengths",
+    "gradient_flow",
+    "initial_strengths",
+    "learning_time",
+    "init_weights",
+    "simulate_gd",
+    "gd_modes",
+    "gradient_flow_ode",
+    "balanced_flow",
+    "Schedule",
+    "Teacher",
+    "geometric_spectrum",
+    "hierarchical_dataset",
+    "hierarchical_teacher",
+    "make_teacher",
+    "parse_spectrum",
+    "power_law_spectrum",
+    "Trajectory",
+    "modal_loss",
+    "NOISE_KINDS",
+    "expected_perturbed_loss",
+    "hessian_trace",
+    "noise_stds",
+    "sensitivity",
+    "sensitivity_from_norms",
+    "hutchinson_hessian_trace",
+    "monte_carlo_perturbed_loss",
+    "critical_singular_value",
+    "harmful_modes",
+    "modal_expected_perturbed_loss",
+    "noisy_optimum",
+    "rise_bound_terms",
+    "Prediction",
+    "inflection_step_estimate",
+    "predict",
+    "summarize_path",
+    "PhaseDiagram",
+    "log_steps",
+    "phase_diagram",
+    "schedule_inflections",
+    "aligned_weights",
+    "bbp_threshold",
+    "detectability_along",
+    "factor_noise_floor",
+    "FinetuneSweep",
+    "finetune_sweep",
+    "finetune_target",
+]

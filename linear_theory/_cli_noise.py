@@ -58,7 +58,8 @@ def layer_stds(args, W1, W2):
 
 def noise_columns(args, teacher, traj) -> dict:
     """Per-checkpoint expected perturbed loss, and its Monte Carlo estimate with error."""
-    from ._noise import expected_perturbed_loss, monte_carlo_perturbed_loss
+    from ._noise import expected_perturbed_loss
+    from ._noise_estimates import monte_carlo_perturbed_loss
 
     if args.noise != "absolute" and traj.times[0] != 0:
         raise ValueError("relative-init noise needs checkpoint 0 in --checkpoints (the init is its reference)")

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from ._gd_map import gd_modes
-from ._noise import critical_singular_value, modal_expected_perturbed_loss
+from ._thresholds import critical_singular_value, modal_expected_perturbed_loss
 from ._predict import inflection_step_estimate, summarize_path
 from ._schedules import KINDS, Schedule
 from ._teacher import Teacher

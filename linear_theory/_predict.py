@@ -13,7 +13,7 @@ import numpy as np
 
 from ._closed_form import initial_strengths
 from ._gd_map import check_lr
-from ._noise import critical_singular_value, harmful_modes, modal_expected_perturbed_loss, rise_bound_terms
+from ._thresholds import critical_singular_value, harmful_modes, modal_expected_perturbed_loss, rise_bound_terms
 from ._schedules import CONSTANT, Schedule
 from ._teacher import Teacher
 from ._x64 import x64

@@ -10,7 +10,7 @@ from figures import registry
 from figures._output import save_figure
 from linear_theory import Schedule, gd_modes, gradient_flow, init_weights, make_teacher, parse_spectrum, simulate_gd
 from linear_theory._finetune import finetune_target
-from linear_theory._noise import expected_perturbed_loss, hessian_trace, modal_expected_perturbed_loss, sensitivity
+from linear_theory import expected_perturbed_loss, hessian_trace, modal_expected_perturbed_loss, sensitivity
 from linear_theory._predict import predict
 from linear_theory._spectral import aligned_weights
 from linear_theory._trajectory import modal_loss

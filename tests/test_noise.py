@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linear_theory._gd_full import init_weights, simulate_gd
-from linear_theory._noise import (
+from linear_theory import (
     critical_singular_value,
     expected_perturbed_loss,
     harmful_modes,

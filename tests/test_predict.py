@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from linear_theory import gd_modes, make_teacher, power_law_spectrum, simulate_gd
-from linear_theory._noise import (
+from linear_theory import (
     critical_singular_value,
     expected_perturbed_loss,
     modal_expected_perturbed_loss,

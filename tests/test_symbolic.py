@@ -5,7 +5,7 @@ import pytest
 import sympy as sp
 
 from linear_theory import _noise
-from linear_theory._noise import (
+from linear_theory import (
     critical_singular_value,
     expected_perturbed_loss,
     noisy_optimum,
@@ -72,7 +72,7 @@ def test_derived_expectation_whitened_matches_theory():
 def test_derived_hessian_trace_identity(general_322):
     """With σ1 = σ2 = σ the sensitivity is ½σ² tr(H) + ½σ⁴ tr(Σx) h d_out, tr(H) being the
     sum of the loss's second derivatives in every weight (computed here by sympy)."""
-    d_in, h, d_out = 3, 2, 2
+    h, d_out = 2, 2
     D = general_322
     sigma = sp.Symbol("sigma", nonnegative=True)
     sens = sp.expand(D.sensitivity.subs({D.sigma1: sigma, D.sigma2: sigma}))

@@ -1,0 +1,164 @@
+"""Monte Carlo estimates of the perturbed loss and Hutchinson estimates of tr(H), in JAX.
+
+The independent numerical checks of the exact formulas in `_noise.py`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._noise import _check_count, _check_sigmas, _check_weights, _covariance, _key, _loss
+from ._teacher import Teacher
+from ._x64 import x64
+
+# Floats of work memory one Monte Carlo / Hutchinson chunk may use (8 bytes each).
+_CHUNK_FLOATS = 2**23
+
+
+def _chunk_size(n, floats_per_item):
+    """Items per compiled chunk: a power of two ≤ 1024, covering n if smaller, within memory."""
+    cap = max(1, _CHUNK_FLOATS // max(1, floats_per_item))
+    size = 1 << max(0, (min(n, 1024) - 1).bit_length())
+    while size > cap and size > 1:
+        size //= 2
+    return size
+
+
+def _run_chunks(fn, key, n, chunk, *args):
+    """Concatenate fn(key, start, *args, chunk) over start = 0, chunk, …; keep the first n rows.
+
+    Item k always uses jax.random.fold_in(key, k), so the first n draws do not depend on n,
+    and one compilation per (shape, chunk) serves every n.
+    """
+    out = [np.asarray(fn(key, start, *args, chunk)) for start in range(0, n, chunk)]
+    return np.concatenate(out, axis=0)[:n]
+
+
+@jax.jit(static_argnames=("chunk",))
+def _mc_chunk(key, start, W1, W2, A, Sx, s1, s2, chunk):
+    """Perturbed losses of draws start … start + chunk − 1, shape (chunk, B), for a flat batch
+    W1 (B, h, d_in), W2 (B, d_out, h); every draw perturbs all B weights with the same Z1, Z2
+    (common random numbers)."""
+
+    def one(k):
+        k1, k2 = jax.random.split(jax.random.fold_in(key, k))
+        Z1 = jax.random.normal(k1, W1.shape[-2:], W1.dtype)
+        Z2 = jax.random.normal(k2, W2.shape[-2:], W2.dtype)
+        return _loss(W1 + s1[:, None, None] * Z1, W2 + s2[:, None, None] * Z2, A, Sx)
+
+    return jax.vmap(one)(start + jnp.arange(chunk))
+
+
+@x64
+def monte_carlo_perturbed_loss(
+    W1, W2, teacher: Teacher, sigma1, sigma2=None, n_draws: int = 1000, seed=0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Monte Carlo estimate of E[L_pert]: mean and standard error over noise draws.
+
+    Draws are vmapped in chunks of up to 1024 (fewer when weights are large: work memory
+    stays near 64 MB). All weights of a batch share the same draws (common random
+    numbers), so differences between checkpoints are less noisy than each value; the
+    standard error is per entry. Draw k uses jax.random.fold_in(key, k), so a larger
+    n_draws extends the same sample. Cost per call: n_draws × B × (2 h d_in d_out, plus
+    d_out d_in² when Σx ≠ I) flops for B weight pairs; one compilation per shape.
+
+    Args:
+      W1, W2: (..., h, d_in), (..., d_out, h) weights, e.g. every checkpoint of a trajectory.
+      teacher: the teacher (A and Σx).
+      sigma1, sigma2: noise stds per layer (σ2 defaults to σ1), ≥ 0, broadcasting to (...).
+      n_draws: number of noise draws (≥ 2).
+      seed: int seed or a JAX PRNG key.
+    Returns:
+      (mean, stderr), each (...), in loss units; stderr = sample std (ddof 1) / √n_draws.
+    """
+    W1, W2 = _check_weights(W1, W2, teacher)
+    batch = W1.shape[:-2]
+    s1, s2 = _check_sigmas(sigma1, sigma2, batch)
+    n = _check_count(n_draws, "n_draws")
+    key = _key(seed)
+    h, d_in = W1.shape[-2:]
+    d_out = W2.shape[-2]
+    B = math.prod(batch)
+    Sx = _covariance(teacher)
+    per_draw = B * (2 * h * d_in + 2 * d_out * h + 3 * d_out * d_in)
+    losses = _run_chunks(
+        _mc_chunk,
+        key,
+        n,
+        _chunk_size(n, per_draw),
+        jnp.asarray(W1.reshape((B, h, d_in))),
+        jnp.asarray(W2.reshape((B, d_out, h))),
+        jnp.asarray(teacher.matrix),
+        None if Sx is None else jnp.asarray(Sx),
+        jnp.asarray(s1.reshape(B)),
+        jnp.asarray(s2.reshape(B)),
+    )
+    mean = losses.mean(axis=0).reshape(batch)
+    stderr = (losses.std(axis=0, ddof=1) / np.sqrt(n)).reshape(batch)
+    return mean, stderr
+
+
+@jax.jit(static_argnames=("chunk",))
+def _hutchinson_chunk(key, start, W1, W2, A, Sx, chunk):
+    """vᵀHv for Rademacher probes start … start + chunk − 1, shape (chunk, B); H is the
+    Hessian of L in (W1, W2), Hv = jax.jvp of jax.grad."""
+
+    def loss(params):
+        return _loss(params[0], params[1], A, Sx)
+
+    def quad(w1, w2, v):
+        _, hv = jax.jvp(jax.grad(loss), ((w1, w2),), (v,))
+        return jnp.sum(v[0] * hv[0]) + jnp.sum(v[1] * hv[1])
+
+    def one(k):
+        k1, k2 = jax.random.split(jax.random.fold_in(key, k))
+        v = (
+            jax.random.rademacher(k1, W1.shape[-2:], W1.dtype),
+            jax.random.rademacher(k2, W2.shape[-2:], W2.dtype),
+        )
+        return jax.vmap(quad, in_axes=(0, 0, None))(W1, W2, v)
+
+    return jax.vmap(one)(start + jnp.arange(chunk))
+
+
+@x64
+def hutchinson_hessian_trace(
+    W1, W2, teacher: Teacher, n_probes: int = 100, seed=0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hutchinson estimate of tr(H) of L in (W1, W2), through JAX Hessian-vector products.
+
+    tr(H) ≈ mean_k v_kᵀ H v_k with Rademacher probes v_k (entries ±1, one per weight),
+    H v computed as jax.jvp of jax.grad. Unbiased; its variance per probe is
+    2 Σ_{i≠j} H_ij². Batched weights share the probes.
+
+    Args:
+      W1, W2: (..., h, d_in), (..., d_out, h) weights.
+      teacher: the teacher (A and Σx of the loss).
+      n_probes: number of probes (≥ 2).
+      seed: int seed or a JAX PRNG key.
+    Returns:
+      (estimate, stderr), each (...), in loss units per squared weight unit.
+    """
+    W1, W2 = _check_weights(W1, W2, teacher)
+    batch = W1.shape[:-2]
+    n = _check_count(n_probes, "n_probes")
+    h, d_in = W1.shape[-2:]
+    d_out = W2.shape[-2]
+    B = math.prod(batch)
+    Sx = _covariance(teacher)
+    per_probe = B * 6 * (h * d_in + d_out * h + d_out * d_in)
+    samples = _run_chunks(
+        _hutchinson_chunk,
+        _key(seed),
+        n,
+        _chunk_size(n, per_probe),
+        jnp.asarray(W1.reshape((B, h, d_in))),
+        jnp.asarray(W2.reshape((B, d_out, h))),
+        jnp.asarray(teacher.matrix),
+        None if Sx is None else jnp.asarray(Sx),
+    )
+    return samples.mean(axis=0).reshape(batch), (samples.std(axis=0, ddof=1) / np.sqrt(n)).reshape(batch)
