@@ -75,10 +75,9 @@ def main():
             flops = 3 * flops_per_token(cfg.model) * tokens * sps
             rows.append((f"{preset}/{variant}", n_params, tokens, sps, sps * tokens, flops, flops / peak, compile_s))
     head = ("preset/variant", "params", "tok/step", "steps/s", "tokens/s", "FLOP/s", "of matmul", "compile s")
-    print("  ".join(f"{h:>14}" for h in head))
+    print(f"{head[0]:<18}" + "".join(f"{h:>11}" for h in head[1:]))
     for r in rows:
-        print(f"{r[0]:>14}  {r[1]:>14d}  {r[2]:>14d}  {r[3]:>14.1f}  {r[4]:>14.4g}  {r[5]:>14.3g}  {r[6]:>14.1%}"
-              f"  {r[7]:>14.1f}")
+        print(f"{r[0]:<18}{r[1]:>11d}{r[2]:>11d}{r[3]:>11.3g}{r[4]:>11.3g}{r[5]:>11.3g}{r[6]:>11.1%}{r[7]:>11.1f}")
 
 
 if __name__ == "__main__":
