@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from linear_theory import make_teacher, parse_spectrum
@@ -15,6 +17,19 @@ def build_teacher(spectrum: str, d_in: int, d_out: int, seed: int = 0):
     else:
         s = [float(x) for x in spectrum.split(",") if x.strip()]
     return make_teacher(s, d_in, d_out, seed=seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Teacher and network that the figure configs share (each may override a default):
+    the predict example of the README; GD steps, lr per step."""
+
+    spectrum: str = "2,1,0.5,0.2,0.1"
+    d_in: int = 24
+    d_hidden: int = 20
+    d_out: int = 16
+    teacher_seed: int = 0
+    lr: float = 0.05
 
 
 def first_crossing(steps, values, level) -> int | None:

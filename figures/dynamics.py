@@ -19,19 +19,14 @@ from linear_theory._phase import log_steps
 
 from . import _style as st
 from ._output import config_dict
-from ._setup import build_teacher, first_crossing
+from ._setup import Problem, build_teacher, first_crossing
 
 
 @dataclasses.dataclass(frozen=True)
-class DynamicsConfig:
-    """Teacher, network and run of the learning-dynamics figure (times in GD steps)."""
+class DynamicsConfig(Problem):
+    """Teacher, network and run of the learning-dynamics figure (times in GD steps);
+    random init of std `init_std`."""
 
-    spectrum: str = "2,1,0.5,0.2,0.1"
-    d_in: int = 24
-    d_hidden: int = 20
-    d_out: int = 16
-    teacher_seed: int = 0
-    lr: float = 0.05
     init_std: float = 1e-3
     seed: int = 0
     max_steps: int = 4000

@@ -16,20 +16,16 @@ from linear_theory._finetune import finetune_sweep, finetune_target
 
 from . import _style as st
 from ._output import config_dict
-from ._setup import build_teacher
+from ._setup import Problem, build_teacher
 
 
 @dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(Problem):
     """Pre-training run, fine-tuning target B = A + change_size · (rank-k change), K, rates, λ."""
 
+    init_strength: float = 1e-6  # a0 of the aligned balanced init
     spectrum: str = "power:16:1:1"
-    d_in: int = 24
-    d_hidden: int = 20
-    d_out: int = 16
-    teacher_seed: int = 0
     lr: float = 0.2
-    init_strength: float = 1e-6
     max_steps: int = 10000
     n_checkpoints: int = 40
     change_size: float = 1.0

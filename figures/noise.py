@@ -24,20 +24,14 @@ from linear_theory._predict import inflection_step_estimate, summarize_path
 
 from . import _style as st
 from ._output import config_dict
-from ._setup import build_teacher, first_crossing
+from ._setup import Problem, build_teacher, first_crossing
 
 
 @dataclasses.dataclass(frozen=True)
-class SensitivityConfig:
+class SensitivityConfig(Problem):
     """Progressive sensitivity: E[L_pert] − L along training for several σ (GD steps)."""
 
-    spectrum: str = "2,1,0.5,0.2,0.1"
-    d_in: int = 24
-    d_hidden: int = 20
-    d_out: int = 16
-    teacher_seed: int = 0
-    lr: float = 0.05
-    init_strength: float = 1e-6
+    init_strength: float = 1e-6  # a0 of the aligned balanced init
     sigmas: tuple = (0.02, 0.05, 0.1)
     max_steps: int = 4000
     n_lines: int = 300
@@ -120,16 +114,12 @@ def make_sensitivity(config: SensitivityConfig = SensitivityConfig()):
 
 
 @dataclasses.dataclass(frozen=True)
-class UShapeConfig:
+class UShapeConfig(Problem):
     """The U-shaped perturbed loss and its predicted inflection, for several σ (GD steps)."""
 
+    init_strength: float = 1e-6  # a0 of the aligned balanced init
     spectrum: str = "power:16:1:1"
-    d_in: int = 24
-    d_hidden: int = 20
-    d_out: int = 16
-    teacher_seed: int = 0
     lr: float = 0.5
-    init_strength: float = 1e-6
     sigmas: tuple = (0.03, 0.05, 0.08, 0.12)
     max_steps: int = 3000
     n_lines: int = 400

@@ -19,20 +19,16 @@ from linear_theory._phase import phase_diagram
 
 from . import _style as st
 from ._output import config_dict
-from ._setup import build_teacher
+from ._setup import Problem, build_teacher
 
 
 @dataclasses.dataclass(frozen=True)
-class PhaseConfig:
+class PhaseConfig(Problem):
     """Grid of the phase diagram: σ log-spaced in [sigma_min, sigma_max], steps log-spaced."""
 
+    init_strength: float = 1e-6  # a0 of the aligned balanced init
     spectrum: str = "power:16:1:1"
-    d_in: int = 24
-    d_hidden: int = 20
-    d_out: int = 16
-    teacher_seed: int = 0
     lr: float = 0.5
-    init_strength: float = 1e-6
     sigma_min: float = 0.015
     sigma_max: float = 0.2
     n_sigmas: int = 80

@@ -19,20 +19,15 @@ from linear_theory._phase import schedule_inflections
 
 from . import _style as st
 from ._output import config_dict
-from ._setup import build_teacher
+from ._setup import Problem, build_teacher
 
 
 @dataclasses.dataclass(frozen=True)
-class SchedulesConfig:
+class SchedulesConfig(Problem):
     """One σ, one run length; warmup and WSD decay fraction shared by the decaying schedules."""
 
+    init_strength: float = 1e-6  # a0 of the aligned balanced init
     spectrum: str = "power:16:1:1"
-    d_in: int = 24
-    d_hidden: int = 20
-    d_out: int = 16
-    teacher_seed: int = 0
-    lr: float = 0.05
-    init_strength: float = 1e-6
     sigma: float = 0.08
     max_steps: int = 1500
     warmup_steps: int = 0

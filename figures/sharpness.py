@@ -20,21 +20,15 @@ from linear_theory._phase import log_steps
 
 from . import _style as st
 from ._output import config_dict
-from ._setup import build_teacher
+from ._setup import Problem, build_teacher
 
 MARKERS = ("o", "s", "D", "^", "v")
 
 
 @dataclasses.dataclass(frozen=True)
-class SharpnessConfig:
-    """Random-init full-matrix GD; checkpoints log-spaced; Monte Carlo and Hutchinson sizes."""
+class SharpnessConfig(Problem):
+    """Random-init full-matrix GD (`init_std`); checkpoints log-spaced; Monte Carlo and Hutchinson sizes."""
 
-    spectrum: str = "2,1,0.5,0.2,0.1"
-    d_in: int = 24
-    d_hidden: int = 20
-    d_out: int = 16
-    teacher_seed: int = 0
-    lr: float = 0.05
     init_std: float = 1e-3
     seed: int = 0
     max_steps: int = 3000

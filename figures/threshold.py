@@ -23,20 +23,16 @@ from linear_theory._spectral import bbp_threshold, detectability_along
 
 from . import _style as st
 from ._output import config_dict
-from ._setup import build_teacher, first_crossing
+from ._setup import Problem, build_teacher, first_crossing
 
 
 @dataclasses.dataclass(frozen=True)
-class ThresholdConfig:
+class ThresholdConfig(Problem):
     """One σ, one exact GD trajectory; the factor noise floor at `n_floor` log-spaced steps."""
 
+    init_strength: float = 1e-6  # a0 of the aligned balanced init
     spectrum: str = "power:16:1:1"
-    d_in: int = 24
-    d_hidden: int = 20
-    d_out: int = 16
-    teacher_seed: int = 0
     lr: float = 0.5
-    init_strength: float = 1e-6
     sigma: float = 0.055
     max_steps: int = 3000
     n_lines: int = 300
