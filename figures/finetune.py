@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from linear_theory._finetune import finetune_sweep, finetune_target
+from linear_theory import finetune_sweep, finetune_target, log_steps
 
 from . import _style as st
 from ._output import config_dict
@@ -44,7 +44,7 @@ class FinetuneConfig(Problem):
 
 def pretrain_checkpoints(max_steps: int, n: int) -> np.ndarray:
     """About n log-spaced integer steps in 1 … max_steps."""
-    return np.unique(np.round(np.logspace(0, np.log10(max_steps), n)).astype(np.int64))
+    return log_steps(max_steps, n)[1:]
 
 
 @st.styled
