@@ -10,7 +10,10 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from . import _style as st
 
+
+@st.styled
 def transformer_figure(result: dict, comparison: dict | None = None):
     from experiments.compare import compare, learning_steps, noise_rows, turn_up
 
