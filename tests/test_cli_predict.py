@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from linear_theory import make_teacher
@@ -72,3 +73,20 @@ def test_error_from_a_fresh_process_has_no_traceback():
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
+
+
+@pytest.mark.parametrize("kind", ["relative-rms", "relative-init"])
+def test_simulate_relative_noise(kind, capsys):
+    """std = γ × RMS of the layer (now, or at step 0), RMS² = ‖W‖² / size."""
+    args = ["simulate", "--checkpoints", "0,100,1000", "--sigma", "0.5", "--noise", kind,
+            "--mc-samples", "0", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    n1 = np.array(out["weight_sq_norms"]["W1"])
+    n2 = np.array(out["weight_sq_norms"]["W2"])
+    rms1, rms2 = np.sqrt(n1 / (20 * 24)), np.sqrt(n2 / (16 * 20))
+    if kind == "relative-init":
+        rms1, rms2 = np.full(3, rms1[0]), np.full(3, rms2[0])
+    np.testing.assert_allclose(out["noise_std_W1"], 0.5 * rms1, rtol=1e-12)
+    np.testing.assert_allclose(out["noise_std_W2"], 0.5 * rms2, rtol=1e-12)
+    assert "monte_carlo_perturbed_loss" not in out
