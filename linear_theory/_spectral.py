@@ -36,12 +36,14 @@ def aligned_weights(teacher: Teacher, a, d_hidden: int, seed: int = 0):
 
 @jax.jit
 def _perturbation_norms(W1, W2, s1, s2, keys):
+    """‖E‖₂ and ‖E‖_F for each key (axis 0) and each weight pair (leading axes of W1, W2)."""
+
     def one(key):
         k1, k2 = jax.random.split(key)
-        Z1 = jax.random.normal(k1, W1.shape, W1.dtype)
-        Z2 = jax.random.normal(k2, W2.shape, W2.dtype)
+        Z1 = jax.random.normal(k1, W1.shape[-2:], W1.dtype)
+        Z2 = jax.random.normal(k2, W2.shape[-2:], W2.dtype)
         E = s2 * Z2 @ W1 + s1 * W2 @ Z1 + s1 * s2 * Z2 @ Z1
-        return jnp.linalg.norm(E, ord=2), jnp.sqrt(jnp.sum(E**2))
+        return jnp.linalg.norm(E, ord=2, axis=(-2, -1)), jnp.sqrt(jnp.sum(E**2, axis=(-2, -1)))
 
     return jax.vmap(one)(keys)
 
@@ -52,19 +54,20 @@ def factor_noise_floor(W1, W2, sigma1: float, sigma2: float | None = None, n_sam
     map is E = σ2 Z2 W1 + σ1 W2 Z1 + σ1σ2 Z2 Z1 (not i.i.d.). Returns a dict with the mean
     and standard error of its spectral norm ‖E‖₂ (the floor a learned singular value must
     clear to stand out) and the RMS entry std σe,eff = ‖E‖_F/√(d_in d_out), whose BBP
-    threshold is the i.i.d.-equivalent floor."""
+    threshold is the i.i.d.-equivalent floor. W1 (..., h, d_in), W2 (..., d_out, h): every
+    entry is (...)-shaped; the same noise draws serve every weight pair."""
     sigma2 = sigma1 if sigma2 is None else sigma2
     if min(sigma1, sigma2) < 0 or n_samples < 2:
         raise ValueError("need σ ≥ 0 and at least 2 samples")
     keys = jax.random.split(jax.random.key(seed), n_samples)
     spec, frob = (np.asarray(x) for x in _perturbation_norms(jnp.asarray(W1), jnp.asarray(W2), sigma1, sigma2, keys))
-    d_out, d_in = np.shape(W2)[0], np.shape(W1)[1]
-    sigma_e = np.sqrt(np.mean(frob**2) / (d_in * d_out))
+    d_out, d_in = np.shape(W2)[-2], np.shape(W1)[-1]
+    sigma_e = np.sqrt(np.mean(frob**2, axis=0) / (d_in * d_out))
     return dict(
-        spectral_norm=float(spec.mean()),
-        spectral_norm_stderr=float(spec.std(ddof=1) / np.sqrt(n_samples)),
-        sigma_e_equivalent=float(sigma_e),
-        bbp_threshold_equivalent=float(bbp_threshold(sigma_e, d_in, d_out)),
+        spectral_norm=spec.mean(0),
+        spectral_norm_stderr=spec.std(0, ddof=1) / np.sqrt(n_samples),
+        sigma_e_equivalent=sigma_e,
+        bbp_threshold_equivalent=bbp_threshold(sigma_e, d_in, d_out),
     )
 
 
@@ -73,16 +76,11 @@ def detectability_along(teacher: Teacher, mode_strengths, d_hidden: int, sigma: 
     noise floor by Monte Carlo and which modes lie above it, and the i.i.d. end-to-end view
     with σe = σ. Returns a dict of arrays over time."""
     a = np.atleast_2d(mode_strengths)
-    floors, counts, e2e = [], [], []
-    for row in a:
-        W1, W2 = aligned_weights(teacher, row, d_hidden, seed)
-        f = factor_noise_floor(W1, W2, sigma, sigma, n_samples, seed)
-        floors.append(f["spectral_norm"])
-        counts.append(int(np.sum(row > f["spectral_norm"])))
-        e2e.append(int(np.sum(end_to_end_detectable(row, sigma, teacher.d_in, teacher.d_out))))
+    W1, W2 = aligned_weights(teacher, a, d_hidden, seed)
+    floor = factor_noise_floor(W1, W2, sigma, sigma, n_samples, seed)["spectral_norm"]
     return dict(
-        factor_noise_floor=np.array(floors),
-        modes_above_factor_floor=np.array(counts),
+        factor_noise_floor=floor,
+        modes_above_factor_floor=np.sum(a > floor[:, None], axis=1),
         end_to_end_threshold=float(bbp_threshold(sigma, teacher.d_in, teacher.d_out)),
-        modes_above_end_to_end_threshold=np.array(e2e),
+        modes_above_end_to_end_threshold=np.sum(end_to_end_detectable(a, sigma, teacher.d_in, teacher.d_out), axis=1),
     )

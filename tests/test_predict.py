@@ -172,6 +172,11 @@ def test_spectral_detectability():
     two_sens = 2 * sensitivity(W1, W2, 0.05)
     np.testing.assert_allclose(floor["sigma_e_equivalent"] ** 2 * 24 * 16, two_sens, rtol=0.05)
     assert floor["bbp_threshold_equivalent"] < floor["spectral_norm"]  # (d d')^¼ ≤ (√d + √d')/…
+    # Batched weights (same draws for every pair) equal one call per pair.
+    Wb1, Wb2 = aligned_weights(t, np.stack([t.s, t.s / 2]), 20)
+    both = factor_noise_floor(Wb1, Wb2, 0.05, n_samples=50, seed=1)["spectral_norm"]
+    half = factor_noise_floor(Wb1[1], Wb2[1], 0.05, n_samples=50, seed=1)["spectral_norm"]
+    np.testing.assert_allclose(both[1], half, rtol=1e-12)
     with pytest.raises(ValueError):
         factor_noise_floor(W1, W2, -0.1)
 
