@@ -6,11 +6,11 @@ import dataclasses
 
 import numpy as np
 
-from ._gd_map import gd_modes
 from ._thresholds import critical_singular_value, modal_expected_perturbed_loss
 from ._predict import inflection_step_estimate, summarize_path
 from ._schedules import KINDS, Schedule
 from ._teacher import Teacher
+from ._trajectory import modal_loss
 
 
 def log_steps(max_steps: int, n: int = 60) -> np.ndarray:
@@ -60,16 +60,16 @@ def phase_diagram(
     sigmas = np.asarray(sigmas, dtype=np.float64)
     h = teacher.rank if d_hidden is None else d_hidden
     steps = log_steps(max_steps, n_steps)
-    traj = gd_modes(teacher, lr, steps, init_strength, d_hidden, schedule)
-    epl = modal_expected_perturbed_loss(teacher, traj.mode_strengths[None], h, sigmas[:, None])
-    summary = summarize_path(teacher, lr, max_steps, sigmas, None, init_strength, d_hidden, schedule)
+    summary = summarize_path(teacher, lr, max_steps, sigmas, None, init_strength, d_hidden, schedule, steps)
+    a = summary.recorded_strengths
+    epl = modal_expected_perturbed_loss(teacher, a[None], h, sigmas[:, None])
     s_star = np.array([critical_singular_value(teacher.d_in, teacher.d_out, x) for x in sigmas])
     return PhaseDiagram(
         sigmas=sigmas,
         steps=steps,
         expected_perturbed_loss=epl,
-        clean_loss=traj.loss,
-        mode_strengths=traj.mode_strengths,
+        clean_loss=modal_loss(teacher, a),
+        mode_strengths=a,
         critical_singular_value=np.asarray(s_star),
         inflection_step=summary.inflection_step,
         inflection_step_estimate=inflection_step_estimate(s_star, init_strength, lr),

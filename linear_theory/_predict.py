@@ -69,6 +69,7 @@ class PathSummary:
       min_value: (n,) E[L_pert] at that step.
       final_value: (n,) E[L_pert] at max_steps.
       final_strengths: (r,) a at max_steps.
+      recorded_strengths: (K, r) a at the requested `record_steps` (None if none asked).
     """
 
     sigma1: np.ndarray
@@ -78,6 +79,7 @@ class PathSummary:
     min_value: np.ndarray
     final_value: np.ndarray
     final_strengths: np.ndarray
+    recorded_strengths: np.ndarray | None = None
 
 
 @x64
@@ -90,9 +92,11 @@ def summarize_path(
     init_strength=1e-6,
     d_hidden: int | None = None,
     schedule: Schedule = CONSTANT,
+    record_steps=None,
 ) -> PathSummary:
     """One sweep over every GD step, reducing to learning steps and exact argmins of the
-    expected perturbed loss for every σ at once (the trajectory does not depend on σ)."""
+    expected perturbed loss for every σ at once (the trajectory does not depend on σ), and
+    keeping the strengths at `record_steps` (integers in 0 … max_steps) on the way."""
     lr = float(check_lr(teacher, lr))
     max_steps = _check_max_steps(max_steps)
     s1 = _check_sigma(sigma1)
@@ -104,7 +108,14 @@ def summarize_path(
     learned = np.full(teacher.rank, -1)
     best = np.full(s1.shape, np.inf)
     best_k = np.zeros(s1.shape, dtype=np.int64)
+    record = None if record_steps is None else np.asarray(record_steps, dtype=np.int64)
+    if record is not None and (record.ndim != 1 or np.any(record < 0) or np.any(record > max_steps)):
+        raise ValueError("record_steps must be a 1-d list of steps in 0 … max_steps")
+    recorded = None if record is None else np.empty((record.size, teacher.rank))
     for steps, a in path_blocks(teacher, lr, max_steps, a0, schedule):
+        if record is not None:
+            inside = (record >= steps[0]) & (record <= steps[-1])
+            recorded[inside] = a[record[inside] - steps[0]]
         new = (learned < 0) & (a >= half).any(0)
         learned[new] = steps[(a >= half).argmax(0)][new]
         epl = modal_expected_perturbed_loss(teacher, a[None], h, s1[:, None], s2[:, None])  # (n, block)
@@ -112,7 +123,7 @@ def summarize_path(
         v = epl[np.arange(s1.size), i]
         better = v < best
         best[better], best_k[better] = v[better], steps[i][better]
-    return PathSummary(s1, s2, learned, best_k, best, epl[:, -1], a[-1])
+    return PathSummary(s1, s2, learned, best_k, best, epl[:, -1], a[-1], recorded)
 
 
 def inflection_step_estimate(s_star, init_strength, lr):

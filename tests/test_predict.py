@@ -198,3 +198,12 @@ def test_predict_bad_input(example, bad):
     kw = dict(lr=0.05, sigma=0.05, max_steps=100) | bad
     with pytest.raises(ValueError):
         predict(example, kw["lr"], kw["sigma"], kw["max_steps"])
+
+
+def test_recorded_strengths_equal_the_gd_map():
+    t = make_teacher([2.0, 1.0, 0.5, 0.2, 0.1], 24, 16, seed=0)
+    steps = np.array([0, 1, 5, 16383, 16384, 16385, 30000])  # across block boundaries
+    sm = summarize_path(t, 0.05, 30000, 0.05, record_steps=steps)
+    np.testing.assert_allclose(sm.recorded_strengths, gd_modes(t, 0.05, steps).mode_strengths, rtol=1e-12)
+    with pytest.raises(ValueError):
+        summarize_path(t, 0.05, 100, 0.05, record_steps=[200])
