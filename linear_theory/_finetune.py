@@ -17,6 +17,7 @@ from ._gd_full import loss_and_grads, simulate_gd
 from ._gd_map import check_checkpoints
 from ._schedules import CONSTANT, Schedule
 from ._teacher import Teacher, random_orthonormal
+from ._trajectory import population_loss
 from ._x64 import x64
 
 CHANGES = ("rank", "rotate")
@@ -53,11 +54,6 @@ def finetune_target(teacher: Teacher, kind: str = "rank", size: float = 0.5, ran
 
         return (turn(teacher.U) * teacher.targets) @ turn(teacher.V).T
     raise ValueError(f"unknown change {kind!r}; known: {', '.join(CHANGES)}")
-
-
-def _loss(W1, W2, target, Sxx):
-    E = W2 @ W1 - target
-    return 0.5 * jnp.sum((E @ Sxx) * E)
 
 
 @jax.jit(static_argnames=("steps", "whitened"))
@@ -153,9 +149,8 @@ def finetune_sweep(
     A = teacher.matrix
 
     def loss(W1, W2, M):
-        E = W2 @ W1 - M
         with np.errstate(over="ignore", invalid="ignore"):
-            v = 0.5 * np.einsum("toi,ij,toj->t", E, Sxx, E)
+            v = population_loss(W1, W2, M, Sxx)
         return np.where(np.isfinite(v), v, np.inf)
 
     la_after = loss(W1f, W2f, A)

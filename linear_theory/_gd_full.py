@@ -10,7 +10,7 @@ from ._closed_form import initial_strengths
 from ._gd_map import check_checkpoints, check_lr, finite_gaps, segment_scan
 from ._schedules import CONSTANT, Schedule
 from ._teacher import Teacher, random_orthonormal
-from ._trajectory import STEPS, Trajectory
+from ._trajectory import STEPS, Trajectory, mode_strengths_of
 from ._x64 import x64
 
 INITS = ("aligned", "random")
@@ -55,8 +55,8 @@ def loss_and_grads(W1, W2, A, Sxx, Syx, whitened: bool):
     """
     W = W2 @ W1
     E = W - A
-    G = E if whitened else W @ Sxx - Syx
-    loss = 0.5 * jnp.sum(G * E)
+    G = E if whitened else W @ Sxx - Syx  # = E Σx, since Σyx = A Σx
+    loss = 0.5 * jnp.sum(G * E)  # population_loss, sharing W and G with the gradients
     return loss, G @ W1.T, W2.T @ G
 
 
@@ -71,7 +71,7 @@ def _run(W1, W2, lr, wd, gaps, A, Sxx, Syx, U, V, schedule, whitened, record_wei
     def record(state):
         W1, W2 = state
         loss, _, _ = loss_and_grads(W1, W2, A, Sxx, Syx, whitened)
-        a = jnp.sum(U * (W2 @ (W1 @ V)), axis=0)
+        a = mode_strengths_of(W2 @ W1, U, V)
         out = dict(a=a, loss=loss, n1=jnp.sum(W1**2), n2=jnp.sum(W2**2))
         if record_weights:
             out.update(W1=W1, W2=W2)

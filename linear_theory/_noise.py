@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from ._teacher import Teacher
+from ._trajectory import population_loss as _loss
 
 NOISE_KINDS = ("absolute", "init", "rms")
 
@@ -37,13 +38,6 @@ def _sq_norm(X):
     """Squared Frobenius norm over the last two axes."""
     return (X * X).sum(axis=(-2, -1))
 
-
-def _loss(W1, W2, A, Sx):
-    """½ tr((W2W1 − A) Σx (W2W1 − A)ᵀ); Sx = None means whitened (Σx = I)."""
-    E = W2 @ W1 - A
-    if Sx is None:
-        return 0.5 * _sq_norm(E)
-    return 0.5 * ((E @ Sx) * E).sum(axis=(-2, -1))
 
 
 def _w1_metric_norm(W1, Sx):

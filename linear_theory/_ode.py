@@ -8,7 +8,7 @@ import numpy as np
 
 from ._gd_full import loss_and_grads
 from ._teacher import Teacher
-from ._trajectory import FLOW_TIME, Trajectory
+from ._trajectory import FLOW_TIME, Trajectory, mode_strengths_of, population_loss
 from ._x64 import x64
 
 
@@ -53,10 +53,8 @@ def gradient_flow_ode(
     W1 = np.empty((t.size,) + np.shape(W1_0))
     W2 = np.empty((t.size,) + np.shape(W2_0))
     W1[order], W2[order] = np.asarray(sol.ys[0]), np.asarray(sol.ys[1])
-    W = W2 @ W1
-    a = np.einsum("oi,toj,ji->ti", teacher.U, W, teacher.V)
-    E = W - teacher.matrix
-    loss = 0.5 * np.einsum("toi,ij,toj->t", E, teacher.input_covariance, E)
+    a = mode_strengths_of(W2 @ W1, teacher.U, teacher.V)
+    loss = population_loss(W1, W2, teacher.matrix, teacher.input_covariance)
     return Trajectory(
         times=t,
         time_unit=FLOW_TIME,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._teacher import Teacher
-from ._trajectory import FLOW_TIME, Trajectory
+from ._trajectory import FLOW_TIME, Trajectory, mode_strengths_of, population_loss
 
 
 def _propagator(F_eig, E, dt):
@@ -72,9 +72,8 @@ def balanced_flow(teacher: Teacher, W1_0, W2_0, times, balance_tol: float = 1e-1
             for _ in range(n):
                 Q = _advance(Q, expF, K)
         now = t[idx]
-        W = Q[d_in:] @ Q[:d_in].T
-        a[idx] = np.sum(teacher.U * (W @ teacher.V), axis=0)
-        loss[idx] = 0.5 * np.sum((W - A) ** 2)
+        a[idx] = mode_strengths_of(Q[d_in:] @ Q[:d_in].T, teacher.U, teacher.V)
+        loss[idx] = population_loss(Q[:d_in].T, Q[d_in:], A)
         norm[idx] = 0.5 * np.sum(Q**2)
     return Trajectory(
         times=t,

@@ -77,6 +77,21 @@ class Trajectory:
         }
 
 
+def population_loss(W1, W2, A, Sx=None):
+    """½ tr((W2W1 − A) Σx (W2W1 − A)ᵀ) over the last two axes; Sx = None means whitened.
+
+    Array-generic (numpy, JAX, numpy object arrays of sympy symbols): the one place the
+    loss of full weights is written."""
+    E = W2 @ W1 - A
+    G = E if Sx is None else E @ Sx
+    return 0.5 * (G * E).sum(axis=(-2, -1))
+
+
+def mode_strengths_of(W, U, V):
+    """a_i = u_iᵀ W v_i for end-to-end maps W (..., d_out, d_in): shape (..., r)."""
+    return (U * (W @ V)).sum(axis=-2)
+
+
 def modal_loss(teacher: Teacher, a) -> np.ndarray:
     """Loss of a network aligned with the teacher: ½ Σ_i d_i (a_i − s_i/d_i)²."""
     a = np.asarray(a)
