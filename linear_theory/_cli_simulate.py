@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from . import cli
@@ -58,7 +60,7 @@ def simulate_from_args(args):
     else:
         check_lr(teacher, args.lr)
         traj = gradient_flow(teacher, steps * args.lr, **kw)
-        traj = type(traj)(**{**traj.__dict__, "times": steps, "time_unit": "steps", "lr": args.lr})
+        traj = dataclasses.replace(traj, times=steps, time_unit="steps", lr=args.lr)  # report in steps
     return teacher, traj
 
 
