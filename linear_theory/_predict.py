@@ -7,42 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ._closed_form import initial_strengths
 from ._gd_map import check_lr
 from ._thresholds import critical_singular_value, harmful_modes, modal_expected_perturbed_loss, rise_bound_terms
 from ._schedules import CONSTANT, Schedule
+from ._sweep import NoiseGrid, noise_grid, sweep
 from ._teacher import Teacher
 from ._x64 import x64
-
-BLOCK = 1 << 14  # steps per scanned block when sweeping a whole trajectory
-
-
-@jax.jit(static_argnames=("n", "schedule"))
-def _map_block(a, k0, s, d, lr, n, schedule):
-    """a after each of the steps k0+1 … k0+n of the exact map, shape (n, r)."""
-
-    def step(a, k):
-        a = a * (1.0 + lr * schedule(k) * (s - d * a)) ** 2
-        return a, a
-
-    return jax.lax.scan(step, a, k0 + jnp.arange(n))[1]
-
-
-def path_blocks(teacher: Teacher, lr: float, max_steps: int, a0: np.ndarray, schedule: Schedule = CONSTANT):
-    """Yield (steps, a) blocks that together cover every step 0 … max_steps of the exact
-    GD map (steps: (n,) ints, a: (n, r)). Memory stays O(BLOCK · r) for any max_steps."""
-    s, d = jnp.asarray(teacher.s), jnp.asarray(teacher.variances)
-    yield np.array([0]), a0[None, :]
-    a, k = jnp.asarray(a0), 0
-    while k < max_steps:
-        n = min(BLOCK, max_steps - k)
-        block = _map_block(a, k, s, d, lr, BLOCK, schedule)[:n]
-        yield np.arange(k + 1, k + n + 1), np.asarray(block)
-        a, k = block[-1], k + n
 
 
 def _check_sigma(sigma):
@@ -60,16 +33,18 @@ def _check_max_steps(max_steps):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class PathSummary:
-    """What one pass over the exact GD trajectory gives, for each σ in a list.
+    """What one pass over the exact GD trajectory gives, for each noise setting in a list.
 
     Attributes:
-      sigma1, sigma2: (n,) per-layer noise stds.
+      sigma1, sigma2: (n,) per-layer noise scales as given (absolute stds, or the factors γ
+        of relative noise).
       mode_learning_steps: (r,) first step with a_i ≥ target_i/2, −1 if never (≤ max_steps).
       inflection_step: (n,) exact argmin over steps 0 … max_steps of E[L_pert].
       min_value: (n,) E[L_pert] at that step.
       final_value: (n,) E[L_pert] at max_steps.
       final_strengths: (r,) a at max_steps.
       recorded_strengths: (K, r) a at the requested `record_steps` (None if none asked).
+      noise: the noise settings (`_sweep.NoiseGrid`: kind and per-layer variances).
     """
 
     sigma1: np.ndarray
@@ -80,6 +55,7 @@ class PathSummary:
     final_value: np.ndarray
     final_strengths: np.ndarray
     recorded_strengths: np.ndarray | None = None
+    noise: NoiseGrid | None = None
 
 
 @x64
@@ -93,37 +69,25 @@ def summarize_path(
     d_hidden: int | None = None,
     schedule: Schedule = CONSTANT,
     record_steps=None,
+    noise: str = "absolute",
+    progress: bool | None = None,
 ) -> PathSummary:
-    """One sweep over every GD step, reducing to learning steps and exact argmins of the
-    expected perturbed loss for every σ at once (the trajectory does not depend on σ), and
-    keeping the strengths at `record_steps` (integers in 0 … max_steps) on the way."""
+    """One fused sweep over every GD step (`_sweep.sweep`), reducing to learning steps and
+    exact argmins of the expected perturbed loss for every σ at once (the trajectory does
+    not depend on σ), and keeping the strengths at `record_steps` (integers in
+    0 … max_steps) on the way. Memory does not grow with max_steps.
+
+    noise: "absolute" (σ1, σ2 are stds per entry), "init" or "rms" (σ1, σ2 are factors γ of
+    the layer's RMS at init, or its current RMS along the path; see `_sweep`).
+    """
     lr = float(check_lr(teacher, lr))
     max_steps = _check_max_steps(max_steps)
-    s1 = _check_sigma(sigma1)
-    s2 = s1 if sigma2 is None else _check_sigma(sigma2)
-    s1, s2 = np.broadcast_arrays(s1, s2)
     h = teacher.rank if d_hidden is None else d_hidden
     a0 = initial_strengths(teacher, init_strength, d_hidden)
-    half = teacher.targets / 2
-    learned = np.full(teacher.rank, -1)
-    best = np.full(s1.shape, np.inf)
-    best_k = np.zeros(s1.shape, dtype=np.int64)
-    record = None if record_steps is None else np.asarray(record_steps, dtype=np.int64)
-    if record is not None and (record.ndim != 1 or np.any(record < 0) or np.any(record > max_steps)):
-        raise ValueError("record_steps must be a 1-d list of steps in 0 … max_steps")
-    recorded = None if record is None else np.empty((record.size, teacher.rank))
-    for steps, a in path_blocks(teacher, lr, max_steps, a0, schedule):
-        if record is not None:
-            inside = (record >= steps[0]) & (record <= steps[-1])
-            recorded[inside] = a[record[inside] - steps[0]]
-        new = (learned < 0) & (a >= half).any(0)
-        learned[new] = steps[(a >= half).argmax(0)][new]
-        epl = modal_expected_perturbed_loss(teacher, a[None], h, s1[:, None], s2[:, None])  # (n, block)
-        i = epl.argmin(1)
-        v = epl[np.arange(s1.size), i]
-        better = v < best
-        best[better], best_k[better] = v[better], steps[i][better]
-    return PathSummary(s1, s2, learned, best_k, best, epl[:, -1], a[-1], recorded)
+    grid = noise_grid(teacher, h, _check_sigma(sigma1), None if sigma2 is None else _check_sigma(sigma2), noise, a0)
+    res = sweep(teacher, lr, max_steps, a0, grid, h, schedule, record_steps=record_steps, progress=progress)
+    return PathSummary(grid.scale1, grid.scale2, res.first_crossing[0], res.argmin, res.min_value, res.final_value,
+                       res.final_strengths, res.recorded_strengths, grid)
 
 
 def inflection_step_estimate(s_star, init_strength, lr):

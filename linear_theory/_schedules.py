@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import optax
-
 KINDS = ("constant", "cosine", "wsd")
 
 
@@ -38,8 +36,10 @@ class Schedule:
         if not 0 <= self.decay_fraction <= 1 or not 0 <= self.final_fraction <= 1:
             raise ValueError("decay_fraction and final_fraction must be in [0, 1]")
 
-    def optax(self) -> optax.Schedule:
+    def optax(self):
         """The multiplier as an optax schedule (a function of the step count)."""
+        import optax  # only when a schedule is used: keeps `import linear_theory` light
+
         if self.kind == "constant":
             return optax.constant_schedule(1.0)
         w = self.warmup_steps
@@ -58,6 +58,8 @@ class Schedule:
         return optax.join_schedules(pieces, bounds)
 
     def __call__(self, step):
+        if self.kind == "constant":
+            return 1.0  # what optax.constant_schedule(1.0) gives, without importing optax
         return self.optax()(step)
 
 
