@@ -56,6 +56,7 @@ def add_commands(sub):
     g.add_argument("--ft-steps", type=cli.pos_int, help="fine-tuning steps per checkpoint and rate")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of a table")
+    cli.add_cache_arg(p)
     p.set_defaults(run=run_transformer)
 
     c = sub.add_parser(

@@ -3,86 +3,80 @@
 Conventions (THEORY.md): whitened inputs by default; loss ½‖W2W1 − A‖²_F; GD steps with
 gradient-flow time = lr × steps; mode strengths a_i = u_iᵀ W2 W1 v_i on the teacher's
 fixed singular pairs; float64 throughout (JAX x64 is enabled inside these functions only).
+
+The package imports lazily: `import linear_theory` loads no JAX, diffrax, sympy, optax or
+matplotlib; each public name is imported from its module on first use (`_EXPORTS`).
 """
 
-from ._closed_form import flow_strengths, gradient_flow, initial_strengths, learning_time
-from ._gd_full import init_weights, simulate_gd
-from ._gd_map import gd_modes
-from ._ode import gradient_flow_ode
-from ._riccati import balanced_flow
-from ._schedules import Schedule
-from ._teacher import (
-    Teacher,
-    geometric_spectrum,
-    hierarchical_dataset,
-    hierarchical_teacher,
-    make_teacher,
-    parse_spectrum,
-    power_law_spectrum,
-)
-from ._trajectory import Trajectory, modal_loss
-from ._noise import NOISE_KINDS, expected_perturbed_loss, hessian_trace, noise_stds, sensitivity, sensitivity_from_norms
-from ._noise_estimates import hutchinson_hessian_trace, monte_carlo_perturbed_loss
-from ._thresholds import (
-    critical_singular_value,
-    harmful_modes,
-    modal_expected_perturbed_loss,
-    noisy_optimum,
-    rise_bound_terms,
-)
-from ._predict import Prediction, inflection_step_estimate, predict, summarize_path
-from ._phase import PhaseDiagram, log_steps, phase_diagram, schedule_inflections
-from ._spectral import aligned_weights, bbp_threshold, detectability_along, factor_noise_floor
-from ._finetune import FinetuneSweep, finetune_sweep, finetune_target
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "flow_strengths",
-    "gradient_flow",
-    "initial_strengths",
-    "learning_time",
-    "init_weights",
-    "simulate_gd",
-    "gd_modes",
-    "gradient_flow_ode",
-    "balanced_flow",
-    "Schedule",
-    "Teacher",
-    "geometric_spectrum",
-    "hierarchical_dataset",
-    "hierarchical_teacher",
-    "make_teacher",
-    "parse_spectrum",
-    "power_law_spectrum",
-    "Trajectory",
-    "modal_loss",
-    "NOISE_KINDS",
-    "expected_perturbed_loss",
-    "hessian_trace",
-    "noise_stds",
-    "sensitivity",
-    "sensitivity_from_norms",
-    "hutchinson_hessian_trace",
-    "monte_carlo_perturbed_loss",
-    "critical_singular_value",
-    "harmful_modes",
-    "modal_expected_perturbed_loss",
-    "noisy_optimum",
-    "rise_bound_terms",
-    "Prediction",
-    "inflection_step_estimate",
-    "predict",
-    "summarize_path",
-    "PhaseDiagram",
-    "log_steps",
-    "phase_diagram",
-    "schedule_inflections",
-    "aligned_weights",
-    "bbp_threshold",
-    "detectability_along",
-    "factor_noise_floor",
-    "FinetuneSweep",
-    "finetune_sweep",
-    "finetune_target",
-]
+# public name -> private module that defines it
+_EXPORTS = {
+    "flow_strengths": "_closed_form",
+    "gradient_flow": "_closed_form",
+    "initial_strengths": "_closed_form",
+    "learning_time": "_closed_form",
+    "init_weights": "_gd_full",
+    "simulate_gd": "_gd_full",
+    "gd_modes": "_gd_map",
+    "gradient_flow_ode": "_ode",
+    "balanced_flow": "_riccati",
+    "Schedule": "_schedules",
+    "Teacher": "_teacher",
+    "geometric_spectrum": "_teacher",
+    "hierarchical_dataset": "_teacher",
+    "hierarchical_teacher": "_teacher",
+    "make_teacher": "_teacher",
+    "parse_spectrum": "_teacher",
+    "power_law_spectrum": "_teacher",
+    "Trajectory": "_trajectory",
+    "modal_loss": "_trajectory",
+    "NOISE_KINDS": "_noise",
+    "expected_perturbed_loss": "_noise",
+    "hessian_trace": "_noise",
+    "noise_stds": "_noise",
+    "sensitivity": "_noise",
+    "sensitivity_from_norms": "_noise",
+    "hutchinson_hessian_trace": "_noise_estimates",
+    "monte_carlo_perturbed_loss": "_noise_estimates",
+    "critical_singular_value": "_thresholds",
+    "harmful_modes": "_thresholds",
+    "modal_expected_perturbed_loss": "_thresholds",
+    "noisy_optimum": "_thresholds",
+    "rise_bound_terms": "_thresholds",
+    "Prediction": "_predict",
+    "inflection_step_estimate": "_predict",
+    "predict": "_predict",
+    "summarize_path": "_predict",
+    "PhaseDiagram": "_phase",
+    "log_steps": "_phase",
+    "phase_diagram": "_phase",
+    "schedule_inflections": "_phase",
+    "aligned_weights": "_spectral",
+    "bbp_threshold": "_spectral",
+    "detectability_along": "_spectral",
+    "factor_noise_floor": "_spectral",
+    "FinetuneSweep": "_finetune",
+    "finetune_sweep": "_finetune",
+    "finetune_target": "_finetune",
+    "enable_compilation_cache": "_compile_cache",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'linear_theory' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

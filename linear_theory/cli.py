@@ -159,6 +159,13 @@ def add_output_args(p):
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of a table")
     g.add_argument("--out", metavar="FILE", help="also write the JSON object to FILE (atomically)")
+    add_cache_arg(g)
+
+
+def add_cache_arg(p):
+    p.add_argument("--compile-cache", metavar="DIR|off",
+                   help="folder of JAX's persistent compilation cache, reused by the next run, or 'off' "
+                        "(default: $LINEAR_THEORY_COMPILE_CACHE, else ~/.cache/linear-theory/jax)")
 
 
 def teacher_from_args(args):
@@ -261,6 +268,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"linear-theory {args.command}"
+    from ._compile_cache import enable_compilation_cache
+
+    enable_compilation_cache(getattr(args, "compile_cache", None))
     try:
         args.run(args)
     except ValueError as e:  # bad input found while validating or running

@@ -1,5 +1,11 @@
+import os
+
 import numpy as np
 import pytest
+
+# Tests compile afresh: no persistent JAX compilation cache (no files under ~/.cache), so
+# a stale cache entry can never hide a compile-time change.
+os.environ["LINEAR_THEORY_COMPILE_CACHE"] = "off"
 
 
 @pytest.fixture
