@@ -174,4 +174,5 @@ def simulate_gd(
         lr=lrs if lrs.ndim else float(lrs),
         W1=W1,
         W2=W2,
+        schedule=schedule,
     )

@@ -120,4 +120,5 @@ def gd_modes(
         d_hidden=teacher.rank if d_hidden is None else d_hidden,
         method="exact per-mode GD map (aligned balanced init)",
         lr=lr,
+        schedule=schedule,
     )
