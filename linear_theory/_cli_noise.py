@@ -43,11 +43,10 @@ def layer_stds(args, W1, W2):
         s2 = args.sigma if args.sigma2 is None else args.sigma2
         return s1, s2
     if kind == "init":
-        if args.init == "random":
-            stds = (args.init_std, args.init_std)
-        else:
-            n1, n2 = np.sum(W1[0] ** 2), np.sum(W2[0] ** 2)
-            stds = (np.sqrt(n1 / W1[0].size), np.sqrt(n2 / W2[0].size))
+        # The actual RMS of each layer at step 0 (for --init random it differs from the
+        # nominal --init-std by sampling error ~ 1/√(entries)).
+        n1, n2 = np.sum(W1[0] ** 2), np.sum(W2[0] ** 2)
+        stds = (np.sqrt(n1 / W1[0].size), np.sqrt(n2 / W2[0].size))
         s1, _ = noise_stds(args.sigma, "init", init_stds=stds)
         _, s2 = noise_stds(args.sigma if args.sigma2 is None else args.sigma2, "init", init_stds=stds)
         return s1, s2

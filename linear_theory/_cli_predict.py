@@ -13,9 +13,15 @@ def add_commands(sub):
         help="predict the critical singular value, harmful modes and the inflection step under noise",
         description="Along exact GD from aligned balanced init (THEORY.md §3), with absolute Gaussian noise "
         "of std σ on every entry of W1 and W2: the critical singular value s* = σ²(d_in + d_out) (σ1²d_in + "
-        "σ2²d_out in general), the harmful modes (s_i < s*, 0-based), each mode's learning step (first step "
-        "with a_i ≥ s_i/2), the inflection step (exact argmin over all steps 0…max-steps of the expected "
-        "perturbed loss) and its estimate ln(s*/a0)/(2 s* lr). Times in GD steps; losses ½‖·‖².",
+        "σ2²d_out in general), the harmful modes (s_i < s*, 0-based, among the h modes the width can learn), "
+        "each mode's learning step (first step with a_i ≥ s_i/2), the inflection step (exact argmin over all "
+        "steps 0…max-steps of the expected perturbed loss) and its estimate ln(s*/a0)/(2 s* lr). "
+        "With --input-variances d_i (co-diagonal Σx = V diag(d) Vᵀ + I − VVᵀ; s_i are then the singular "
+        "values of Σyx): mode i converges to s_i/d_i and is learned when a_i ≥ s_i/(2 d_i); one threshold per "
+        "mode, s*_i = σ1² tr(Σx) + σ2² d_out d_i; E[L_pert] = ½Σ d_i(a_i − s_i/d_i)² + ½[σ2² d_out Σ d_i a_i + "
+        "σ1² tr(Σx) Σ a_i + σ1²σ2² tr(Σx) h d_out]; a width-h network keeps the h modes with the largest "
+        "s_i/√d_i; the rate must be below 2/λ_max = 2/max d_k(a_j + a_k) (1/s_max whitened). "
+        "Times in GD steps; losses ½ E‖W2W1x − Ax‖². --weight-decay is refused here.",
     )
     cli.add_teacher_args(p)
     cli.add_init_args(p, with_random=False)
@@ -55,9 +61,18 @@ def add_commands(sub):
     f.set_defaults(run=run_finetune)
 
 
+def _refuse_weight_decay(args, command):
+    """Weight decay is not part of these predictions yet (it belongs with the regularisation
+    study): refuse it rather than accept and ignore it."""
+    if args.weight_decay:
+        raise ValueError(f"--weight-decay is not supported by {command} (its theory is for plain GD); "
+                         "use simulate --method gd --weight-decay")
+
+
 def run_predict(args):
     from ._predict import predict
 
+    _refuse_weight_decay(args, "predict")
     teacher = cli.teacher_from_args(args)
     schedule = cli.schedule_from_args(args, args.max_steps)
     pred = predict(teacher, args.lr, args.sigma, args.max_steps, args.init_strength, args.d_hidden,
@@ -87,6 +102,7 @@ def run_finetune(args):
     from ._finetune import finetune_sweep, finetune_target
     from ._phase import log_steps
 
+    _refuse_weight_decay(args, "finetune")
     teacher = cli.teacher_from_args(args)
     if args.init == "random" and args.init_std is None:
         raise ValueError("--init random needs --init-std")

@@ -58,7 +58,7 @@ def simulate_from_args(args):
     elif args.method == "modes":
         traj = gd_modes(teacher, args.lr, steps, schedule=schedule, **kw)
     else:
-        check_lr(teacher, args.lr)
+        check_lr(teacher, args.lr, args.d_hidden)
         traj = gradient_flow(teacher, steps * args.lr, **kw)
         traj = dataclasses.replace(traj, times=steps, time_unit="steps", lr=args.lr)  # report in steps
     return teacher, traj

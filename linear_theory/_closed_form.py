@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._fixed_point import kept_modes
 from ._teacher import Teacher
 from ._trajectory import FLOW_TIME, Trajectory, modal_loss
 
 
 def initial_strengths(teacher: Teacher, init_strength, d_hidden: int | None = None) -> np.ndarray:
-    """Per-mode initial strength a0: `init_strength` on the first min(h, r) modes, 0 beyond h.
+    """Per-mode initial strength a0: `init_strength` on the min(h, r) modes a width-h network
+    keeps at its best fixed point (`kept_modes`: the largest s_i/√d_i), 0 on the others.
 
-    Aligned init can only place h modes (R is h × r with orthonormal columns), so the
-    modes beyond the hidden width start, and stay, at zero.
+    Aligned init can only place h modes (R is h × r with orthonormal columns); it places
+    them on the modes of the best rank-h approximation in the input metric, so the aligned
+    dynamics converge to the global minimum. The other modes start, and stay, at zero.
     """
     a0 = np.broadcast_to(np.asarray(init_strength, dtype=np.float64), teacher.s.shape).copy()
     if not np.all(np.isfinite(a0)) or np.any(a0 < 0):
@@ -20,7 +23,7 @@ def initial_strengths(teacher: Teacher, init_strength, d_hidden: int | None = No
     if d_hidden is not None:
         if d_hidden < 1:
             raise ValueError("hidden width must be at least 1")
-        a0[d_hidden:] = 0.0
+        a0[~kept_modes(teacher, d_hidden)] = 0.0
     return a0
 
 

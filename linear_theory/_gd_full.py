@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._closed_form import initial_strengths
+from ._fixed_point import fixed_point_strengths, kept_modes
 from ._gd_map import check_checkpoints, check_lr, finite_gaps, segment_scan
 from ._schedules import CONSTANT, Schedule
 from ._teacher import Teacher, random_orthonormal
@@ -27,17 +28,18 @@ def init_weights(
     """Initial (W1, W2) as float64 numpy arrays.
 
     "aligned": W1 = R diag(√a0) Vᵀ, W2 = U diag(√a0) Rᵀ with R (h × r) orthonormal from
-    `seed` (only the first h modes when h < r). "random": i.i.d. N(0, init_std²) entries.
+    `seed` (when h < r, only the h modes of the best rank-h fixed point, `kept_modes`).
+    "random": i.i.d. N(0, init_std²) entries.
     """
     if d_hidden < 1:
         raise ValueError("hidden width must be at least 1")
     rng = np.random.default_rng(seed)
     if init == "aligned":
-        k = min(d_hidden, teacher.rank)
-        a0 = initial_strengths(teacher, init_strength, d_hidden)[:k]
-        R = random_orthonormal(rng, d_hidden, k)
-        W1 = (R * np.sqrt(a0)) @ teacher.V[:, :k].T
-        W2 = (teacher.U[:, :k] * np.sqrt(a0)) @ R.T
+        keep = kept_modes(teacher, d_hidden)
+        a0 = initial_strengths(teacher, init_strength, d_hidden)[keep]
+        R = random_orthonormal(rng, d_hidden, int(keep.sum()))
+        W1 = (R * np.sqrt(a0)) @ teacher.V[:, keep].T
+        W2 = (teacher.U[:, keep] * np.sqrt(a0)) @ R.T
         return W1, W2
     if init == "random":
         if init_std is None or not np.isfinite(init_std) or init_std <= 0:
@@ -81,13 +83,11 @@ def _run(W1, W2, lr, wd, gaps, A, Sxx, Syx, U, V, schedule, whitened, record_wei
 
 
 def _fixed_point(teacher: Teacher, d_hidden: int, weight_decay: float):
-    """Mode strengths at the global minimum: the best rank-h approximation (no decay)."""
+    """Mode strengths at the global minimum: the best rank-h approximation in the input
+    metric (`fixed_point_strengths`), known without weight decay only."""
     if weight_decay != 0:
         return None
-    k = min(d_hidden, teacher.rank)
-    a = np.zeros(teacher.rank)
-    a[:k] = teacher.targets[:k]
-    return a
+    return fixed_point_strengths(teacher, d_hidden)
 
 
 @x64
@@ -112,8 +112,9 @@ def simulate_gd(
     Args:
       teacher, d_hidden: the problem; h may be smaller or larger than the rank.
       lr: peak rate, scalar or 1-d array (vmapped).
-      checkpoints: steps to record at; inf is the theoretical fixed point (the rank-h
-        best approximation, balanced), available without weight decay only.
+      checkpoints: steps to record at; inf is the theoretical fixed point (the best rank-h
+        approximation in the input metric, `fixed_point_strengths`; balanced), available
+        without weight decay only.
       init, init_strength, init_std: see `init_weights`.
       seed: int or 1-d list of ints (vmapped); seeds init (R or the Gaussian entries).
       schedule: a `Schedule` multiplying lr per step.
@@ -122,7 +123,7 @@ def simulate_gd(
     Returns:
       A Trajectory in steps with batch axes (seed, lr) for each of seed/lr given as a list.
     """
-    lrs = check_lr(teacher, lr)
+    lrs = check_lr(teacher, lr, d_hidden)
     if not np.isfinite(weight_decay) or weight_decay < 0:
         raise ValueError("weight decay must be a non-negative number")
     c = check_checkpoints(checkpoints)
@@ -173,4 +174,5 @@ def simulate_gd(
         lr=lrs if lrs.ndim else float(lrs),
         W1=W1,
         W2=W2,
+        schedule=schedule,
     )

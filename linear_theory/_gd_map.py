@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._closed_form import initial_strengths
+from ._stability import stability_limit
 from ._schedules import CONSTANT, Schedule
 from ._teacher import Teacher
 from ._trajectory import STEPS, Trajectory, modal_loss
@@ -26,16 +27,20 @@ def check_checkpoints(checkpoints, allow_inf: bool = True) -> np.ndarray:
     return np.unique(c)
 
 
-def check_lr(teacher: Teacher, lr) -> np.ndarray:
-    """The per-step rate must satisfy lr · s_max < 1, or the fixed point a = s is unstable."""
+def check_lr(teacher: Teacher, lr, d_hidden: int | None = None) -> np.ndarray:
+    """The per-step rate must be below the stability limit 2/λ_max of the Hessian at the
+    balanced fixed point (`stability_limit`: 1/s_max when whitened, 2/max d_n(a_j + a_n)
+    with co-diagonal inputs); beyond it GD leaves the aligned balanced path or diverges."""
     lr = np.asarray(lr, dtype=np.float64)
     if not np.all(np.isfinite(lr)) or np.any(lr <= 0):
         raise ValueError("learning rate must be a positive finite number")
-    limit = 1.0 / teacher.s.max()
+    limit = stability_limit(teacher, d_hidden)
     if np.any(lr >= limit):
+        what = ("1/s_max" if teacher.input_variances is None
+                else "2/λ_max, λ_max = max d_k(a_j + a_k) over the learned modes")
         raise ValueError(
-            f"learning rate {lr.max():g} is at or beyond the stability limit 1/s_max = {limit:g} "
-            "(GD on the largest mode diverges or oscillates when lr·s_max ≥ 1)"
+            f"learning rate {lr.max():g} is at or beyond the stability limit {what} = {limit:g} "
+            "(the balanced fixed point is unstable there: GD diverges, oscillates or leaves the balanced path)"
         )
     return lr
 
@@ -85,7 +90,7 @@ def gd_modes(
 
     Args:
       teacher: the teacher.
-      lr: peak per-step learning rate η (must satisfy η·s_max < 1).
+      lr: peak per-step learning rate η (below `stability_limit`: η·s_max < 1 when whitened).
       checkpoints: steps at which to record (non-negative integers; inf = fixed point).
       init_strength: a0, scalar or one per mode.
       d_hidden: hidden width; modes beyond it stay at zero.
@@ -93,7 +98,7 @@ def gd_modes(
     Returns:
       A Trajectory in steps. Balance is conserved exactly, so ‖W1‖² = ‖W2‖² = Σ a_i.
     """
-    lr = float(check_lr(teacher, lr))
+    lr = float(check_lr(teacher, lr, d_hidden))
     c = check_checkpoints(checkpoints)
     a0 = initial_strengths(teacher, init_strength, d_hidden)
     a = np.empty((c.size, teacher.rank))
@@ -115,4 +120,5 @@ def gd_modes(
         d_hidden=teacher.rank if d_hidden is None else d_hidden,
         method="exact per-mode GD map (aligned balanced init)",
         lr=lr,
+        schedule=schedule,
     )

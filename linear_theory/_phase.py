@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from ._closed_form import initial_strengths
+from ._fixed_point import kept_modes
 from ._thresholds import critical_singular_value, modal_expected_perturbed_loss
 from ._predict import inflection_step_estimate, summarize_path
 from ._schedules import KINDS, Schedule
@@ -28,9 +30,11 @@ class PhaseDiagram:
       expected_perturbed_loss: (S, T).
       clean_loss: (T,) the loss without noise.
       mode_strengths: (T, r) along the exact GD map.
-      critical_singular_value: (S,) s*(σ) = σ²(d_in + d_out).
+      critical_singular_value: (S,) s*(σ) = σ²(d_in + d_out) when whitened; (S, r) with
+        co-diagonal inputs, s*_i(σ) = σ²(tr Σx + d_out d_i), one per mode.
       inflection_step: (S,) exact argmin over all steps 0 … max_steps (not only the grid).
-      inflection_step_estimate: (S,) ln(s*/a0)/(2 s* lr).
+      inflection_step_estimate: (S,) ln(s*/a0)/(2 s* lr) (co-diagonal: s* and a0 of the kept
+        mode nearest its threshold, as in `predict`).
       mode_learning_steps: (r,) first step with a_i ≥ target/2, −1 if not by max_steps.
     """
 
@@ -43,6 +47,21 @@ class PhaseDiagram:
     inflection_step: np.ndarray
     inflection_step_estimate: np.ndarray
     mode_learning_steps: np.ndarray
+
+
+def _thresholds_and_estimates(teacher: Teacher, sigmas, init_strength, lr, d_hidden):
+    """s*(σ) for each σ ((S,) whitened, (S, r) co-diagonal: one per mode) and the inflection
+    estimate, for co-diagonal inputs from the kept mode nearest its threshold (as `predict`)."""
+    s_star = np.array([critical_singular_value(teacher.d_in, teacher.d_out, x,
+                                               input_variances=teacher.input_variances) for x in sigmas])
+    if teacher.input_variances is None:
+        return s_star, inflection_step_estimate(s_star, init_strength, lr)
+    keep = kept_modes(teacher, d_hidden)
+    a0 = initial_strengths(teacher, init_strength, d_hidden)[keep]
+    star = s_star[:, keep]
+    i = np.argmin(np.abs(np.log(teacher.s[keep] / np.maximum(star, 1e-300))), axis=1)
+    rows = np.arange(star.shape[0])
+    return s_star, inflection_step_estimate(star[rows, i], a0[i], lr)
 
 
 def phase_diagram(
@@ -63,7 +82,7 @@ def phase_diagram(
     summary = summarize_path(teacher, lr, max_steps, sigmas, None, init_strength, d_hidden, schedule, steps)
     a = summary.recorded_strengths
     epl = modal_expected_perturbed_loss(teacher, a[None], h, sigmas[:, None])
-    s_star = np.array([critical_singular_value(teacher.d_in, teacher.d_out, x) for x in sigmas])
+    s_star, estimate = _thresholds_and_estimates(teacher, sigmas, init_strength, lr, d_hidden)
     return PhaseDiagram(
         sigmas=sigmas,
         steps=steps,
@@ -72,7 +91,7 @@ def phase_diagram(
         mode_strengths=a,
         critical_singular_value=np.asarray(s_star),
         inflection_step=summary.inflection_step,
-        inflection_step_estimate=inflection_step_estimate(s_star, init_strength, lr),
+        inflection_step_estimate=estimate,
         mode_learning_steps=summary.mode_learning_steps,
     )
 

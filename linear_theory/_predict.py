@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 
 from ._closed_form import initial_strengths
+from ._fixed_point import kept_modes
 from ._gd_map import check_lr
 from ._thresholds import critical_singular_value, harmful_modes, modal_expected_perturbed_loss, rise_bound_terms
 from ._schedules import CONSTANT, Schedule
@@ -80,7 +81,7 @@ def summarize_path(
     noise: "absolute" (σ1, σ2 are stds per entry), "init" or "rms" (σ1, σ2 are factors γ of
     the layer's RMS at init, or its current RMS along the path; see `_sweep`).
     """
-    lr = float(check_lr(teacher, lr))
+    lr = float(check_lr(teacher, lr, d_hidden))
     max_steps = _check_max_steps(max_steps)
     h = teacher.rank if d_hidden is None else d_hidden
     a0 = initial_strengths(teacher, init_strength, d_hidden)
@@ -138,7 +139,8 @@ def predict(
     """Everything the theory predicts for absolute Gaussian noise of std σ (σ1 = sigma,
     σ2 = sigma2 or sigma) along exact GD from aligned balanced init.
 
-    Returns the critical singular value s*, the harmful modes (0-based, s_i < s*), each
+    Returns the critical singular value s*, the harmful modes (0-based, s_i < s*, among the
+    modes the hidden width can learn, `kept_modes`), each
     mode's learning step (None if not learned by max_steps), the exact inflection step
     (argmin of E[L_pert] over all steps 0 … max_steps) and its analytic estimate
     ln(s*/a0)/(2 s* lr), the minimum and final E[L_pert], the rise (final − min) and the
@@ -148,15 +150,15 @@ def predict(
     s1, s2 = float(summary.sigma1[0]), float(summary.sigma2[0])
     # One threshold per mode for co-diagonal inputs; a scalar when whitened.
     s_star = critical_singular_value(teacher.d_in, teacher.d_out, s1, s2, input_variances=teacher.input_variances)
-    h = teacher.rank if d_hidden is None else d_hidden
-    star_h = np.broadcast_to(s_star, teacher.s.shape)[:h]
-    bound = float(np.sum(rise_bound_terms(teacher.s[:h], star_h, teacher.variances[:h])))
-    a0 = initial_strengths(teacher, init_strength, d_hidden)
+    keep = kept_modes(teacher, d_hidden)  # the modes the width can learn
+    star_h = np.broadcast_to(s_star, teacher.s.shape)[keep]
+    bound = float(np.sum(rise_bound_terms(teacher.s[keep], star_h, teacher.variances[keep])))
+    a0 = initial_strengths(teacher, init_strength, d_hidden)[keep]
     # The estimate uses the a0 and s* of the mode nearest its threshold (in log s).
-    i = int(np.argmin(np.abs(np.log(teacher.s[:h] / np.maximum(star_h, 1e-300)))))
+    i = int(np.argmin(np.abs(np.log(teacher.s[keep] / np.maximum(star_h, 1e-300)))))
     return Prediction(
         critical_singular_value=float(s_star) if np.ndim(s_star) == 0 else [float(x) for x in s_star],
-        harmful_modes=[int(k) for k in harmful_modes(teacher.s, s_star)],
+        harmful_modes=[int(k) for k in harmful_modes(teacher.s, s_star, learnable=keep)],
         mode_learning_steps=[int(k) if k >= 0 else None for k in summary.mode_learning_steps],
         inflection_step=int(summary.inflection_step[0]),
         inflection_step_estimate=float(inflection_step_estimate(star_h[i], a0[i], lr)),

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._fixed_point import kept_modes
 from ._teacher import Teacher, random_orthonormal
 from ._x64 import x64
 
@@ -23,14 +24,14 @@ def end_to_end_detectable(mode_strengths, sigma_e, d_in: int, d_out: int) -> np.
 
 
 def aligned_weights(teacher: Teacher, a, d_hidden: int, seed: int = 0):
-    """Balanced weights aligned with the teacher holding strengths `a` (first min(h, r)
-    modes): W1 = R diag(√a) Vᵀ, W2 = U diag(√a) Rᵀ."""
+    """Balanced weights aligned with the teacher holding strengths `a` on the min(h, r) modes a
+    width-h network keeps (`kept_modes`): W1 = R diag(√a) Vᵀ, W2 = U diag(√a) Rᵀ."""
     a = np.asarray(a, dtype=np.float64)
-    k = min(d_hidden, teacher.rank)
-    R = random_orthonormal(np.random.default_rng(seed), d_hidden, k)
-    root = np.sqrt(np.maximum(a[..., :k], 0.0))
-    W1 = np.einsum("hk,...k,ik->...hi", R, root, teacher.V[:, :k])
-    W2 = np.einsum("ok,...k,hk->...oh", teacher.U[:, :k], root, R)
+    keep = kept_modes(teacher, d_hidden)
+    R = random_orthonormal(np.random.default_rng(seed), d_hidden, int(keep.sum()))
+    root = np.sqrt(np.maximum(a[..., keep], 0.0))
+    W1 = np.einsum("hk,...k,ik->...hi", R, root, teacher.V[:, keep])
+    W2 = np.einsum("ok,...k,hk->...oh", teacher.U[:, keep], root, R)
     return W1, W2
 
 

@@ -85,8 +85,9 @@ def _check_spectrum(s, s_star, input_variances=None):
     return s, star, d
 
 
-def harmful_modes(s, s_star) -> np.ndarray:
-    """0-based indices of the modes that fully learned raise E[L_pert]: s_i < s*.
+def harmful_modes(s, s_star, learnable=None) -> np.ndarray:
+    """0-based indices of the modes that fully learned raise E[L_pert]: s_i < s*, among the
+    modes the network can learn (a mode a width-h network never learns cannot harm it).
 
     A mode at the threshold changes E[L_pert] by exactly zero and is not harmful; s* is
     usually computed in floating point (0.05²·40 = 0.10000000000000002), so the comparison
@@ -95,11 +96,19 @@ def harmful_modes(s, s_star) -> np.ndarray:
     Args:
       s: (r,) singular values (any order).
       s_star: scalar or (r,) threshold(s) from `critical_singular_value`.
+      learnable: (r,) bool mask of the modes the network can learn (`kept_modes(teacher,
+        d_hidden)`), or None (every mode).
     Returns:
       (k,) int array of indices, increasing.
     """
     s, star, _ = _check_spectrum(s, s_star)
-    return np.flatnonzero(s < star * (1 - 1e-12))
+    harmful = s < star * (1 - 1e-12)
+    if learnable is not None:
+        learnable = np.asarray(learnable)
+        if learnable.shape != s.shape or learnable.dtype != bool:
+            raise ValueError("learnable must be a boolean mask, one entry per singular value")
+        harmful &= learnable
+    return np.flatnonzero(harmful)
 
 
 def noisy_optimum(s, s_star, input_variances=None) -> np.ndarray:

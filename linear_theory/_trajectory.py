@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import typing
+
 import numpy as np
 
 from ._teacher import Teacher
+
+if typing.TYPE_CHECKING:  # only for the annotation: keeps this module free of jax/optax imports
+    from ._schedules import Schedule
 
 STEPS = "steps"
 FLOW_TIME = "flow time"
@@ -18,7 +23,7 @@ class Trajectory:
 
     Time is either gradient-descent steps (`time_unit == "steps"`) or gradient-flow time
     (`time_unit == "flow time"`); for GD, flow time = lr × steps (with a schedule, the sum
-    of the per-step rates). `times` may contain inf, which stands for the fixed point.
+    of the per-step rates, Σ_{k<n} lr × schedule(k): see `flow_time`). `times` may contain inf, which stands for the fixed point.
     Leading batch axes (seeds, learning rates) come before the time axis.
 
     Attributes:
@@ -32,6 +37,7 @@ class Trajectory:
       lr: peak learning rate per step (None for gradient flow); array if batched.
       method: which solver produced it.
       W1, W2: (..., T, h, d_in) and (..., T, d_out, h) weights, when recorded.
+      schedule: the learning-rate schedule of a GD run (None: constant rate).
     """
 
     times: np.ndarray
@@ -46,13 +52,17 @@ class Trajectory:
     lr: float | np.ndarray | None = None
     W1: np.ndarray | None = None
     W2: np.ndarray | None = None
+    schedule: Schedule | None = None
 
     @property
     def flow_time(self) -> np.ndarray:
-        """Times in gradient-flow units (lr × steps for constant-rate GD)."""
+        """Times in gradient-flow units: Σ_{k<n} lr × schedule(k) after n steps (lr × n for a
+        constant rate); shape (T,), or (L, T) for a batch of learning rates; inf stays inf."""
         if self.time_unit == FLOW_TIME:
             return self.times
-        return np.multiply.outer(np.asarray(self.lr), self.times)
+        if self.schedule is None or self.schedule.kind == "constant":
+            return np.multiply.outer(np.asarray(self.lr), self.times)
+        return np.multiply.outer(np.asarray(self.lr), cumulative_rate(self.schedule, self.times))
 
     def to_dict(self) -> dict:
         """A JSON-ready summary (no weights); inf times become the string "inf"."""
@@ -75,6 +85,23 @@ class Trajectory:
                 "W2": np.asarray(self.w2_sq_norm).tolist(),
             },
         }
+
+
+def cumulative_rate(schedule: Schedule, steps) -> np.ndarray:
+    """Σ_{k<n} schedule(k) for each n in `steps` (non-negative integers or inf → inf), in
+    float64: the flow time per unit of peak rate after n steps."""
+    steps = np.asarray(steps, dtype=np.float64)
+    finite = np.isfinite(steps)
+    import jax
+    import jax.numpy as jnp
+
+    n = int(steps[finite].max()) if finite.any() else 0
+    with jax.enable_x64(True):
+        mult = np.asarray(schedule(jnp.arange(n, dtype=jnp.float64)), dtype=np.float64)
+    cum = np.concatenate([[0.0], np.cumsum(np.broadcast_to(mult, (n,)))])
+    out = np.full(steps.shape, np.inf)
+    out[finite] = cum[steps[finite].astype(np.int64)]
+    return out
 
 
 def population_loss(W1, W2, A, Sx=None):

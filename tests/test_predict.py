@@ -135,9 +135,7 @@ def test_phase_diagram_inflection_moves_earlier_with_sigma():
     np.testing.assert_allclose(pd.critical_singular_value, sigmas**2 * 40)
     assert np.all(np.diff(pd.inflection_step) < 0), pd.inflection_step
     assert np.all(np.diff(pd.inflection_step_estimate) < 0)
-    # Each row's grid minimum is no lower than the exact minimum over all steps.
-    exact = summarize_path(t, 0.5, 20000, sigmas).min_value
-    assert np.all(pd.expected_perturbed_loss.min(1) >= exact - 1e-14)
+    # The grid and the exact argmin against full-matrix GD: test_audit_options.py.
     # σ = 0 row equals the clean loss.
     pd0 = phase_diagram(t, 0.5, [0.0], 2000, n_steps=10)
     np.testing.assert_allclose(pd0.expected_perturbed_loss[0], pd0.clean_loss, rtol=1e-14)
