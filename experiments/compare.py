@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats
 
 MIN_EFFECT = 0.002  # nats per token
 RHO_ORDER = -0.7  # prediction 1: Spearman ρ(learning step, s) at most this
@@ -34,28 +35,17 @@ FACTOR = 2.0  # prediction 5: a held-out inflection predicted within this factor
 
 
 def ranks(x) -> np.ndarray:
-    """Average ranks (1-based), ties shared; +inf ranks last."""
-    x = np.asarray(x, dtype=float)
-    order = np.argsort(x, kind="mergesort")
-    r = np.empty(len(x))
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
-            j += 1
-        r[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return r
+    """Average ranks (1-based), ties shared; +inf ranks last (scipy.stats.rankdata)."""
+    return stats.rankdata(np.asarray(x, dtype=float), method="average")
 
 
 def spearman(x, y) -> float:
-    """Spearman rank correlation; nan when either side is constant or there are < 3 points."""
-    if len(x) < 3:
+    """Spearman rank correlation (scipy.stats.spearmanr); nan when either side is constant or
+    there are < 3 points."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
         return float("nan")
-    rx, ry = ranks(x), ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(stats.spearmanr(x, y).statistic)
 
 
 def paired(a, b):
@@ -97,18 +87,14 @@ def learning_steps(steps, strengths, targets) -> np.ndarray:
 
 
 def saxe_fit(t_learn, s):
-    """Least squares log(step) = c − β log(s) over learned modes: (β, se(β), c, n)."""
+    """Least squares log(step) = c − β log(s) over learned modes (scipy.stats.linregress):
+    (β, se(β), c, n)."""
     ok = np.isfinite(t_learn) & (t_learn > 0)
     n = int(ok.sum())
     if n < 3:
         return float("nan"), float("nan"), float("nan"), n
-    x, y = np.log(s[ok]), np.log(t_learn[ok])
-    X = np.stack([np.ones_like(x), x], 1)
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    resid = y - X @ coef
-    dof = max(n - 2, 1)
-    cov = np.linalg.inv(X.T @ X) * (resid @ resid) / dof
-    return float(-coef[1]), float(math.sqrt(cov[1, 1])), float(coef[0]), n
+    fit = stats.linregress(np.log(s[ok]), np.log(t_learn[ok]))
+    return float(-fit.slope), float(fit.stderr), float(fit.intercept), n
 
 
 def _verdict(ok, testable=True):
@@ -275,7 +261,7 @@ def predict_inflection(result, kind, saxe) -> dict | None:
     exponent = float("nan")  # observed T ∝ σ^−exponent over the σ that turn up (theory: 2β)
     if len(with_u) >= 2:
         x = np.log([t["sigma"] for t in with_u])
-        exponent = float(-np.polyfit(x, np.log([t["argmin_step"] for t in with_u]), 1)[0])
+        exponent = float(-stats.linregress(x, np.log([t["argmin_step"] for t in with_u])).slope)
     nz = result["noise"]
     for t, i in zip(turns, idx):  # spectral view at the turn: the noise floor vs the strength of the modes then learned
         t["floor_at_turn"] = nz["noise_floor"][i][t["argmin_index"]] if "noise_floor" in nz else None
@@ -418,7 +404,7 @@ def compare(result: dict) -> dict:
 
 
 def format_comparison(cmp: dict) -> str:
-    from linear_theory.cli import format_table
+    from linear_theory.output import format_table
 
     rows = [[r["id"], r["verdict"], r["prediction"]] for r in cmp["predictions"]]
     out = [f"{cmp['preset']}/{cmp['variant']}, {cmp['steps']} steps: "

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linear_theory._io import atomic_write_json
+from linear_theory import __version__
+from linear_theory.output import SCHEMA_VERSION, atomic_write_json, jsonable
 
 from .finetune import make_finetune
 from .language import finetune_language, make_language
@@ -144,8 +145,6 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
     result["timing"] = {"train_s": t_train, "probe_s": t_probe, "finetune_s": t_ft,
                         "total_s": time.perf_counter() - t_start, "resumed_from": log["resumed_from"],
                         "device": str(jax.devices()[0])}
-    from linear_theory.cli import jsonable
-
     result = jsonable(result)
     atomic_write_json(folder / "result.json", result)
     return result
@@ -174,6 +173,8 @@ def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens
                                        axis=1)[np.asarray(tokens[:, :-1])]))
     return {
         "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "version": __version__,
         "preset": cfg.preset,
         "variant": cfg.variant,
         "config": cfg.to_dict(),

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from ._io import atomic_write_json
+from .output import atomic_write_json, envelope, format_table, jsonable, non_finite  # noqa: F401
 
 # Modules that add subcommands: each has add_commands(subparsers). Missing optional
 # parts of the project (figures/, experiments/) are skipped.
@@ -188,52 +188,44 @@ def schedule_from_args(args, total_steps):
 # ---------------------------------------------------------------- output
 
 
-def jsonable(x):
-    """numpy → Python, non-finite floats → None (JSON has no NaN), inf steps → "inf"."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return jsonable(x.tolist())
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return x if math.isfinite(x) else None
-    return x
+class RunFailure(RuntimeError):
+    """A failure while running (exit 1) with a one-line message meant for the user."""
 
 
-def emit(args, payload: dict, table: str):
-    """Print the result (JSON or table) and write --out if asked."""
+# Keys whose values may be inf (a step that never comes, the fixed point) without that being a failure.
+INF_OK = ("steps", "times", "mode_learning_steps", "learning_steps", "predicted_step")
+# Names of argparse attributes that are not part of a run's configuration.
+_NOT_CONFIG = ("run", "json", "out", "command")
+
+
+def run_config(args) -> dict:
+    """The full configuration of a run: every option as parsed (defaults included)."""
+    cfg = {"command": getattr(args, "command", None)}
+    cfg.update({k: v for k, v in sorted(vars(args).items()) if k not in _NOT_CONFIG and not callable(v)})
+    return cfg
+
+
+def emit(args, payload: dict, table: str, config: dict | None = None, check_finite: bool = True):
+    """Print the result (JSON or table) and write --out if asked.
+
+    The JSON is the project's envelope (`output.envelope`: schema, version, configuration).
+    A NaN (or an inf outside step-valued keys) in the payload is a failure: nothing is
+    printed or written and the command exits 1 naming the value."""
+    if check_finite:
+        bad = non_finite(payload, INF_OK)
+        if bad is not None:
+            raise RunFailure(f"the result holds a non-finite number ({bad}); nothing written — the run diverged "
+                             "or overflowed: try a smaller --lr, --init-std or --sigma")
+    if "schema" not in payload:  # a payload that is already an envelope (a transformer run) stays as it is
+        payload = envelope(args.command, run_config(args) if config is None else config, payload)
     payload = jsonable(payload)
+    text = json.dumps(payload)
     if getattr(args, "out", None):
         atomic_write_json(args.out, payload)
     if args.json:
-        sys.stdout.write(json.dumps(payload) + "\n")
+        sys.stdout.write(text + "\n")
     else:
         sys.stdout.write(table.rstrip("\n") + "\n")
-
-
-def format_table(headers, rows) -> str:
-    def fmt(v):
-        if v is None:
-            return "-"
-        if isinstance(v, str):
-            return v
-        if isinstance(v, (int, np.integer)):
-            return str(int(v))
-        v = float(v)
-        if math.isinf(v):
-            return "inf"
-        return f"{v:.6g}"
-
-    cells = [[fmt(v) for v in r] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- entry point
@@ -266,6 +258,9 @@ def main(argv=None) -> int:
     except ValueError as e:  # bad input found while validating or running
         sys.stderr.write(f"{prog}: error: {e}\n")
         return 2
+    except RunFailure as e:
+        sys.stderr.write(f"{prog}: error: {e}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130

@@ -3,20 +3,36 @@
 transformer_figure(result, comparison) → (Figure, data). `result` is the dict written by
 `linear-theory transformer` (RUN_DIR/result.json), `comparison` what
 `experiments.compare.compare` makes of it (computed here when not given).
+
+Owned by `experiments` (it draws the comparison's verdicts); it depends on matplotlib and
+`experiments.compare` only, never on the `figures` package.
 """
 
 from __future__ import annotations
 
+import functools
+
+import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 
-from . import _style as st
+from .compare import compare, learning_steps, noise_rows, turn_up
+
+RC = {"font.family": "DejaVu Sans", "font.size": 8.5, "legend.frameon": False, "axes.grid": True,
+      "grid.alpha": 0.25, "axes.spines.top": False, "pdf.fonttype": 42}
 
 
-@st.styled
+def _styled(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with mpl.rc_context(RC):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_styled
 def transformer_figure(result: dict, comparison: dict | None = None):
-    from experiments.compare import compare, learning_steps, noise_rows, turn_up
-
     if comparison is None:
         comparison = compare(result)
     verdicts = {p["id"]: p for p in comparison["predictions"]}
