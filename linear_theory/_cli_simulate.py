@@ -38,6 +38,8 @@ def simulate_from_args(args):
     from ._gd_full import simulate_gd
     from ._gd_map import check_checkpoints, check_lr, gd_modes
 
+    if args.sigma is None and args.sigma2 is not None:
+        raise ValueError("--sigma2 needs --sigma (it sets W2's scale; --sigma sets W1's)")
     teacher = cli.teacher_from_args(args)
     steps = check_checkpoints(args.checkpoints)
     finite = steps[np.isfinite(steps)]
@@ -61,7 +63,20 @@ def simulate_from_args(args):
         check_lr(teacher, args.lr)
         traj = gradient_flow(teacher, steps * args.lr, **kw)
         traj = dataclasses.replace(traj, times=steps, time_unit="steps", lr=args.lr)  # report in steps
+    _check_diverged(args, traj)
     return teacher, traj
+
+
+def _check_diverged(args, traj):
+    """A run whose loss stops being finite is a failure (exit 1), named by its first checkpoint."""
+    bad = ~np.isfinite(np.asarray(traj.loss, dtype=float))
+    if not bad.any():
+        return
+    k = int(np.argmax(bad))
+    since = f" (finite at step {traj.times[k - 1]:g})" if k else ""
+    hint = "lower --lr" + (" or --init-std" if args.init == "random" else " or --init-strength")
+    raise cli.RunFailure(f"{args.method} diverged: the loss is not finite at checkpoint step {traj.times[k]:g}"
+                         f"{since} with lr {args.lr:g}; {hint}")
 
 
 def run(args):

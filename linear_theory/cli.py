@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from .output import atomic_write_json, envelope, format_table, jsonable, non_finite  # noqa: F401
+from .output import RunFailure, atomic_write_json, envelope, format_table, jsonable, non_finite  # noqa: F401
 
 # Modules that add subcommands: each has add_commands(subparsers). Missing optional
 # parts of the project (figures/, experiments/) are skipped.
@@ -47,11 +47,18 @@ def _type(fn, what):
     return parse
 
 
-def _float_list(text):
-    items = [x for x in text.split(",") if x.strip()]
-    if not items:
+def _items(text):
+    """The comma-separated entries of `text`; an empty entry ("2,,1", "2,1,") is an error."""
+    items = [x.strip() for x in text.split(",")]
+    if not any(items):
         raise ValueError("empty list")
-    return [float(x) for x in items]
+    if not all(items):
+        raise ValueError(f"empty entry in {text!r}")
+    return items
+
+
+def _float_list(text):
+    return [float(x) for x in _items(text)]
 
 
 def _finite(x):
@@ -92,16 +99,11 @@ def _int_ge(lo):
 
 def _step_list(text):
     steps = []
-    for x in text.split(","):
-        x = x.strip()
-        if not x:
-            continue
-        if x.lower() == "inf":
-            steps.append(math.inf)
-            continue
-        steps.append(_int_ge(0)(x))
-    if not steps:
-        raise ValueError("empty list")
+    for x in _items(text):
+        steps.append(math.inf if x.lower() == "inf" else _int_ge(0)(x))
+    for a, b in zip(steps, steps[1:]):
+        if not b > a:
+            raise ValueError(f"steps must be strictly increasing ({a:g} then {b:g})")
     return steps
 
 
@@ -173,7 +175,25 @@ def teacher_from_args(args):
     d = args.input_variances
     if d is not None and len(d) != len(s):
         raise ValueError(f"--input-variances needs {len(s)} values, one per singular value")
-    return make_teacher(s, args.d_in, args.d_out, seed=args.seed, input_variances=d)
+    teacher = make_teacher(s, args.d_in, args.d_out, seed=args.seed, input_variances=d)
+    _warn_width(teacher, args.d_hidden, getattr(args, "init", "aligned"))
+    return teacher
+
+
+def _warn_width(teacher, h, init):
+    """A hidden width below the teacher's rank leaves modes that can never be learned: say which."""
+    r = teacher.rank
+    if h >= r:
+        return
+    if init == "aligned":  # aligned init places the first h modes, in the order given
+        lost = list(range(h, r))
+        why = "aligned init places only the first h modes, in the order given"
+    else:  # from a random init GD finds the best rank-h map: the h largest modes
+        lost = sorted(np.argsort(-teacher.s, kind="stable")[h:].tolist())
+        why = "at most h modes fit; GD keeps the largest"
+    names = ", ".join(f"{i} (s={teacher.s[i]:g})" for i in lost)
+    sys.stderr.write(f"linear-theory: warning: --d-hidden {h} is below the teacher's rank {r}: modes {names} "
+                     f"(0-based) can never be learned ({why})\n")
 
 
 def schedule_from_args(args, total_steps):
@@ -186,10 +206,6 @@ def schedule_from_args(args, total_steps):
 
 
 # ---------------------------------------------------------------- output
-
-
-class RunFailure(RuntimeError):
-    """A failure while running (exit 1) with a one-line message meant for the user."""
 
 
 # Keys whose values may be inf (a step that never comes, the fixed point) without that being a failure.

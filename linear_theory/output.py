@@ -29,6 +29,10 @@ import numpy as np
 SCHEMA_VERSION = 1
 
 
+class RunFailure(RuntimeError):
+    """A failure while running (the CLI exits 1) with a one-line message meant for the user."""
+
+
 # ---------------------------------------------------------------- values
 
 
