@@ -61,6 +61,11 @@ def run_predict(args):
 
     teacher = cli.teacher_from_args(args)
     schedule = cli.schedule_from_args(args, args.max_steps)
+    if args.max_steps >= 10**6:
+        import sys
+
+        sys.stderr.write(f"linear-theory predict: scanning every GD step 0…{args.max_steps} of {teacher.rank} modes "
+                         f"(≈ 1 s per 10⁷ mode-steps on one CPU core)…\n")
     pred = predict(teacher, args.lr, args.sigma, args.max_steps, args.init_strength, args.d_hidden,
                    args.sigma2, schedule)
     payload = pred.to_dict()

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from . import cli
+from .output import wrap
 from ._cli_noise import add_noise_args, noise_columns
 
 
@@ -100,4 +101,9 @@ def run(args):
     ]
     title = (f"{traj.method}; s = {', '.join(f'{v:g}' for v in teacher.s)}; lr = {args.lr:g} "
              f"(flow time = lr × step); loss = ½‖W2W1 − A‖²")
-    cli.emit(args, payload, title + "\n" + cli.format_table(headers, rows))
+    notes = ("step: GD steps; loss = ½‖W2W1 − A‖² (population, loss units); |W1|^2, |W2|^2: squared Frobenius "
+             "norms; a_i = u_iᵀW2W1v_i, mode strength i in the order the singular values are given")
+    if extra:
+        notes += ("; E[L_pert]: exact expected loss under the weight noise; MC L_pert ± MC stderr: its Monte Carlo "
+                  "estimate (same draws at every step); std W1, std W2: noise std per entry (weight units)")
+    cli.emit(args, payload, wrap(title, 100) + "\n" + cli.format_table(headers, rows) + "\n\n" + wrap(notes, 100))

@@ -131,7 +131,11 @@ def add_teacher_args(p):
                      help="named spectrum: power:RANK[:S1[:ALPHA]], geometric:RANK[:S1[:RATIO]], "
                           "hierarchical:DEPTH[:SCALE]")
     g.add_argument("--input-variances", type=float_list, metavar="D1,D2,...",
-                   help="co-diagonal input covariance: variance along each v_i (default: whitened)")
+                   help="co-diagonal input covariance Σx: variance d_i > 0 along each v_i, one per singular value "
+                        "(default: whitened, all 1). The teacher's input-output correlation keeps singular values "
+                        "s_i, so the loss ½E‖(W2W1 − A)x‖² is least at W2W1 = Σyx Σx⁻¹: mode i converges to "
+                        "s_i/d_i, not s_i (a high-variance direction needs a smaller weight for the same output), "
+                        "and it is learned at rate ∝ s_i (flow time ≈ ln(s_i/(d_i a0))/(2 s_i))")
     g.add_argument("--seed", type=nonneg_int, default=0, help="seed for U, V and the init (default 0)")
 
 

@@ -100,8 +100,11 @@ def envelope(kind: str, config: dict, payload: dict) -> dict:
 # ---------------------------------------------------------------- tables
 
 
-def format_table(headers, rows) -> str:
-    """A plain right-aligned table; None prints as "-", floats with 6 significant digits."""
+def format_table(headers, rows, max_width: int = 100) -> str:
+    """A plain right-aligned table; None prints as "-", floats with 6 significant digits.
+
+    Lines stay within `max_width` characters: a wider table is split into blocks of columns,
+    each repeating the first column (the row label)."""
 
     def fmt(v):
         if v is None:
@@ -117,10 +120,22 @@ def format_table(headers, rows) -> str:
 
     cells = [[fmt(v) for v in r] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
-    return "\n".join(lines)
+    blocks, block, used = [], [], widths[0] if widths else 0
+    for i in range(1, len(headers)):
+        if block and used + 2 + widths[i] > max_width:
+            blocks.append(block)
+            block, used = [], widths[0]
+        block.append(i)
+        used += 2 + widths[i]
+    blocks.append(block)
+    out = []
+    for cols in blocks:
+        cols = [0] + cols if headers else cols
+        lines = ["  ".join(headers[i].rjust(widths[i]) for i in cols)]
+        lines.append("  ".join("-" * widths[i] for i in cols))
+        lines += ["  ".join(c[i].rjust(widths[i]) for i in cols) for c in cells]
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
 
 
 def wrap(text: str, width: int = 100, indent: str = "") -> str:

@@ -142,7 +142,7 @@ def without_timing(r):
     return {k: v for k, v in r.items() if k != "timing"}
 
 
-def test_resume_gives_the_unbroken_result(tmp_path):
+def test_resume_gives_the_unbroken_result(tmp_path, capsys):
     cfg = tiny_config()
     steps = checkpoint_steps(60, 5, 5)
     assert steps == [0, 5, 11, 26, 60]
@@ -150,15 +150,22 @@ def test_resume_gives_the_unbroken_result(tmp_path):
     assert run_experiment(cfg, tmp_path / "b", progress=False, stop_after=11) is None
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == [
         f"step_{s:08d}.npz" for s in steps[:3]]
+    capsys.readouterr()
     resumed = run_experiment(cfg, tmp_path / "b", progress=False)
+    err = capsys.readouterr().err
+    assert "resuming" in err and "training from step 11 of 60" in err
     assert resumed["timing"]["resumed_from"] == 11 and unbroken["timing"]["resumed_from"] is None
     assert json.dumps(without_timing(resumed)) == json.dumps(without_timing(unbroken))
     for s in steps:  # the saved parameters are bit-for-bit the same
         with np.load(tmp_path / "a" / "checkpoints" / f"step_{s:08d}.npz") as fa, \
                 np.load(tmp_path / "b" / "checkpoints" / f"step_{s:08d}.npz") as fb:
             assert all(np.array_equal(fa[k], fb[k], equal_nan=True) for k in fa.files)
-    # the folder remembers its configuration
-    with pytest.raises(ValueError, match="different configuration"):
+    # re-running a finished run reports it as it was, original timing included, and says so
+    again = run_experiment(cfg, tmp_path / "b", progress=False)
+    assert again == json.loads(json.dumps(resumed))
+    assert "finished run" in capsys.readouterr().err
+    # the folder remembers its configuration, and the error names the setting that differs
+    with pytest.raises(ValueError, match=rf"different configuration \(seed: {cfg.seed} there, 4 asked"):
         run_experiment(dataclasses.replace(cfg, seed=4), tmp_path / "b", progress=False)
 
 
