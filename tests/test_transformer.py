@@ -304,6 +304,35 @@ def test_compare_on_synthetic_result(tmp_path):
     assert cli.main(["compare", str(tmp_path), "--no-figure"]) == 0
 
 
+def test_finetune_verdict_needs_a_rise_beyond_checkpoint_noise():
+    """Prediction 6 on one fine-tuning per checkpoint: a ±0.02 wiggle after the minimum (the issue's
+    0.019 "rise" inside 0.48–0.50 noise) is no U; a steady rise of 0.09 with ±0.002 wiggles is."""
+    r = synthetic_result()
+    drop = [0.425, 0.42, 0.40, 0.35, 0.2]
+    later = (np.asarray(r["excess_loss"]) + 0.2).tolist()  # the smaller rate keeps falling: argmin at the end
+    verdicts = {}
+    for name, arm in (("wiggle", [0.05, 0.07, 0.05, 0.069]), ("rise", [0.05, 0.082, 0.108, 0.142])):
+        r["finetune"]["pretrain_excess"] = [drop + arm, later]
+        v = {p["id"]: p for p in compare(r)["predictions"]}["6"]
+        verdicts[name] = v["verdict"]
+        largest = v["details"]["rates"][0]
+        assert largest["rate"] == 0.5 and largest["argmin_step"] == 160
+        assert "±" in v["measured"] and largest["difference_se"] > 0
+    assert verdicts == {"wiggle": "failed", "rise": "held"}
+
+
+def test_checkpoint_noise_recovers_the_noise_of_a_smooth_curve():
+    from experiments.compare import checkpoint_noise
+
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 1, 400)
+    for sigma in (1e-3, 0.02):
+        y = 0.5 - 0.3 * x + 0.1 * x**2 + sigma * rng.standard_normal(x.size)
+        # 398 second differences: the MAD scale of a normal sample of that size is within ~8% (1 se);
+        # 25% is three standard errors
+        assert checkpoint_noise(y) == pytest.approx(sigma, rel=0.25)
+
+
 def test_spearman_ties_and_inf():
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1)
     assert spearman([1, 2, np.inf, np.inf], [4, 3, 2, 1]) == pytest.approx(np.corrcoef([1, 2, 3.5, 3.5], [4, 3, 2, 1])[0, 1])
