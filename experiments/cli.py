@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from linear_theory import cli
+from linear_theory.output import format_table
 
 UNITS = (
     "Units: steps are pre-training optimiser steps; losses are nats per token, scored exactly on a fixed "
@@ -107,7 +108,9 @@ def run_transformer(args):
 
     cfg = config_from_args(args)
     result = run_experiment(cfg, args.out_dir, progress=not args.no_progress)
-    cli.emit(args, result, transformer_table(result))
+    # result.json is already the envelope (schema transformer-run, config); a diverged run is reported
+    # by its losses, not refused, since its checkpoints are on disk.
+    cli.emit(args, result, transformer_table(result), check_finite=False)
 
 
 def transformer_table(r) -> str:
@@ -127,11 +130,11 @@ def transformer_table(r) -> str:
             "excess = exact KL (nats/token); Σa = sum of mode strengths; learned = modes with a_k ≥ s_k/2; "
             "Δr/Δa = Δloss under relative/absolute noise of that σ; ftA@rate = excess loss on the pre-training "
             "chain after fine-tuning at that rate")
-    return head + "\n" + cli.format_table(headers, rows)
+    return head + "\n" + format_table(headers, rows)
 
 
 def run_compare(args):
-    from linear_theory._io import atomic_write_json
+    from linear_theory.output import atomic_write_json, envelope, jsonable
 
     from .compare import compare, format_comparison
 
@@ -144,18 +147,21 @@ def run_compare(args):
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
     cmp = compare(result)
-    payload = cli.jsonable(cmp)
+    payload = jsonable(envelope("compare", {"run_dir": str(folder), "run_config": result.get("config")}, cmp))
     if not args.no_figure:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from figures.transformer import transformer_figure
-        from linear_theory._io import atomic_savefig
+        from linear_theory.output import atomic_savefig
+
+        from .figure import transformer_figure
 
         fig, _ = transformer_figure(result, cmp)
         payload["figures"] = [str(atomic_savefig(fig, folder / f"compare.{ext}", dpi=120)) for ext in ("png", "pdf")]
         plt.close(fig)
     atomic_write_json(folder / "compare.json", payload)
-    cli.emit(args, payload, format_comparison(cmp))
+    # nan statistics (e.g. a rank correlation of a constant) mean "not computable" and make a verdict
+    # inconclusive; they are written as null.
+    cli.emit(args, payload, format_comparison(cmp), check_finite=False)

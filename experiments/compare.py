@@ -14,6 +14,8 @@ between neighbouring checkpoints from SGD noise) and two standard errors.
      (5r, 5a: the theory's scaling s* ∝ σ²; 5rs, 5as: the spectral view, s* = κ × the measured
      noise floor of the logit map — the second form was added after the first default run)
   6  after fine-tuning at a fixed large rate the pre-training loss is U-shaped; smaller rates delay it
+     (one fine-tuning per checkpoint: its uncertainty is the checkpoint-to-checkpoint noise of the
+     curve, estimated from the run itself, `checkpoint_noise`)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats
 
 MIN_EFFECT = 0.002  # nats per token
 RHO_ORDER = -0.7  # prediction 1: Spearman ρ(learning step, s) at most this
@@ -34,28 +37,17 @@ FACTOR = 2.0  # prediction 5: a held-out inflection predicted within this factor
 
 
 def ranks(x) -> np.ndarray:
-    """Average ranks (1-based), ties shared; +inf ranks last."""
-    x = np.asarray(x, dtype=float)
-    order = np.argsort(x, kind="mergesort")
-    r = np.empty(len(x))
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
-            j += 1
-        r[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return r
+    """Average ranks (1-based), ties shared; +inf ranks last (scipy.stats.rankdata)."""
+    return stats.rankdata(np.asarray(x, dtype=float), method="average")
 
 
 def spearman(x, y) -> float:
-    """Spearman rank correlation; nan when either side is constant or there are < 3 points."""
-    if len(x) < 3:
+    """Spearman rank correlation (scipy.stats.spearmanr); nan when either side is constant or
+    there are < 3 points."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
         return float("nan")
-    rx, ry = ranks(x), ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(stats.spearmanr(x, y).statistic)
 
 
 def paired(a, b):
@@ -97,18 +89,14 @@ def learning_steps(steps, strengths, targets) -> np.ndarray:
 
 
 def saxe_fit(t_learn, s):
-    """Least squares log(step) = c − β log(s) over learned modes: (β, se(β), c, n)."""
+    """Least squares log(step) = c − β log(s) over learned modes (scipy.stats.linregress):
+    (β, se(β), c, n)."""
     ok = np.isfinite(t_learn) & (t_learn > 0)
     n = int(ok.sum())
     if n < 3:
         return float("nan"), float("nan"), float("nan"), n
-    x, y = np.log(s[ok]), np.log(t_learn[ok])
-    X = np.stack([np.ones_like(x), x], 1)
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    resid = y - X @ coef
-    dof = max(n - 2, 1)
-    cov = np.linalg.inv(X.T @ X) * (resid @ resid) / dof
-    return float(-coef[1]), float(math.sqrt(cov[1, 1])), float(coef[0]), n
+    fit = stats.linregress(np.log(s[ok]), np.log(t_learn[ok]))
+    return float(-fit.slope), float(fit.stderr), float(fit.intercept), n
 
 
 def _verdict(ok, testable=True):
@@ -275,7 +263,7 @@ def predict_inflection(result, kind, saxe) -> dict | None:
     exponent = float("nan")  # observed T ∝ σ^−exponent over the σ that turn up (theory: 2β)
     if len(with_u) >= 2:
         x = np.log([t["sigma"] for t in with_u])
-        exponent = float(-np.polyfit(x, np.log([t["argmin_step"] for t in with_u]), 1)[0])
+        exponent = float(-stats.linregress(x, np.log([t["argmin_step"] for t in with_u])).slope)
     nz = result["noise"]
     for t, i in zip(turns, idx):  # spectral view at the turn: the noise floor vs the strength of the modes then learned
         t["floor_at_turn"] = nz["noise_floor"][i][t["argmin_index"]] if "noise_floor" in nz else None
@@ -360,12 +348,35 @@ def predict_spectral_threshold(result, kind, saxe) -> dict | None:
 # ---------------------------------------------------------------- fine-tuning
 
 
+def checkpoint_noise(curve) -> float:
+    """The checkpoint-to-checkpoint noise of a curve with one value per checkpoint, estimated from
+    the curve itself: for y = trend + e with independent e of std σ, the second difference
+    y[k+1] − 2y[k] + y[k−1] has std √6 σ wherever the trend is locally straight. A robust scale
+    (1.4826 × the median absolute deviation) of the second differences, ÷ √6, so that the few
+    checkpoints where the trend truly bends do not inflate it; where the trend bends everywhere
+    it over-estimates σ (a conservative verdict). nan below 4 points."""
+    y = np.asarray(curve, float)
+    if y.size < 4:
+        return float("nan")
+    d2 = np.diff(y, 2)
+    return float(stats.median_abs_deviation(d2, scale="normal") / math.sqrt(6))
+
+
 def _u_shape(curve, steps):
-    """Argmin, rise to the end and fall from the start of a curve with one value per checkpoint."""
+    """Argmin, rise to the end and fall from the start of a curve with one value per checkpoint,
+    each with its uncertainty √2 σ (a difference of two checkpoints, σ = `checkpoint_noise`).
+    A U needs both to beat max(MIN_EFFECT, 2 × that uncertainty)."""
+    curve = np.asarray(curve, float)
     c = int(np.argmin(curve))
     rise, fall = float(curve[-1] - curve[c]), float(curve[0] - curve[c])
-    return {"argmin_step": steps[c], "rise": rise, "fall": fall,
-            "turns_up": bool(0 < c < len(curve) - 1 and rise > MIN_EFFECT and fall > MIN_EFFECT)}
+    # the noise is read on the arm from just before the argmin to the end (past the steep learning
+    # drop, where the trend is smooth and the rise is judged), or on the whole curve when that arm is short
+    arm = curve[max(c - 1, 0):]
+    noise = checkpoint_noise(arm if arm.size >= 5 else curve)
+    se = math.sqrt(2) * noise if math.isfinite(noise) else math.inf
+    return {"argmin_step": steps[c], "argmin_index": c, "rise": rise, "fall": fall, "checkpoint_noise": noise,
+            "difference_se": se,
+            "turns_up": bool(0 < c < len(curve) - 1 and significant(rise, se) and significant(fall, se))}
 
 
 def predict_finetune(result) -> dict:
@@ -379,8 +390,9 @@ def predict_finetune(result) -> dict:
     by_rate = sorted(rows, key=lambda x: -x["rate"])
     largest = by_rate[0]
     delayed = all(b["argmin_step"] >= a["argmin_step"] for a, b in zip(by_rate, by_rate[1:]))
-    text = "; ".join(f"rate {x['rate']:g}: min at step {x['argmin_step']}, rise to the end {x['rise']:+.4f}"
-                     + (" U" if x["turns_up"] else "") for x in by_rate)
+    text = "; ".join(f"rate {x['rate']:g}: min at step {x['argmin_step']}, rise to the end {x['rise']:+.4f}, fall "
+                     f"from the start {x['fall']:+.4f} (± {x['difference_se']:.4f} each, checkpoint noise "
+                     f"{x['checkpoint_noise']:.4f})" + (" U" if x["turns_up"] else " no U") for x in by_rate)
     text += " (fine-tuning chain itself: " + "; ".join(
         f"rate {x['rate']:g} min at step {x['finetune_chain']['argmin_step']}, rise {x['finetune_chain']['rise']:+.4f}"
         for x in by_rate) + ")"
@@ -389,8 +401,9 @@ def predict_finetune(result) -> dict:
                                  "smaller rates delay it",
         "measured": text,
         "criterion": f"largest rate: pre-training chain's excess loss after fine-tuning has an interior argmin with "
-                     f"rise and fall > {MIN_EFFECT} (one fine-tuning per checkpoint, no error bars); smaller rates' "
-                     f"argmin at the same or a later step",
+                     f"rise and fall > max({MIN_EFFECT}, 2 × their uncertainty √2σ), σ the checkpoint-to-checkpoint "
+                     f"noise of that curve (robust scale of its second differences ÷ √6, from just before the "
+                     f"argmin to the end; one fine-tuning per checkpoint); smaller rates' argmin at the same or a later step",
         "verdict": _verdict(largest["turns_up"] and delayed),
         "details": {"rates": by_rate},
     }
@@ -418,7 +431,7 @@ def compare(result: dict) -> dict:
 
 
 def format_comparison(cmp: dict) -> str:
-    from linear_theory.cli import format_table
+    from linear_theory.output import format_table
 
     rows = [[r["id"], r["verdict"], r["prediction"]] for r in cmp["predictions"]]
     out = [f"{cmp['preset']}/{cmp['variant']}, {cmp['steps']} steps: "

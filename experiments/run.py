@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linear_theory._io import atomic_write_json
+from linear_theory import __version__
+from linear_theory.output import SCHEMA_VERSION, atomic_write_json, jsonable
 
 from .finetune import make_finetune
 from .language import finetune_language, make_language
@@ -47,10 +48,25 @@ def _check_config(folder: Path, cfg: RunConfig):
     path = folder / "config.json"
     wanted = json.loads(json.dumps(cfg.to_dict()))
     if path.exists():
-        if json.loads(path.read_text()) != wanted:
-            raise ValueError(f"{folder} holds a run with a different configuration; choose another --out")
+        held = json.loads(path.read_text())
+        if held != wanted:
+            diffs = _differences(held, wanted)
+            shown = "; ".join(f"{k}: {a!r} there, {b!r} asked" for k, a, b in diffs[:3])
+            more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+            raise ValueError(f"{folder} holds a run with a different configuration ({shown}{more}); "
+                             "choose another --out")
     else:
         atomic_write_json(path, wanted)
+
+
+def _differences(a, b, prefix=""):
+    """[(dotted key, value in a, value in b)] where two JSON-like configurations differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in list(a) + [k for k in b if k not in a]:
+            out += _differences(a.get(k), b.get(k), f"{prefix}{k}" if not prefix else f"{prefix}.{k}")
+        return out
+    return [] if a == b else [(prefix or "(top)", a, b)]
 
 
 def _bar(total, desc, enabled):
@@ -70,19 +86,34 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _check_config(folder, cfg)
+    done = folder / "result.json"
+    if done.exists() and stop_after is None:
+        # a finished run: its result (and its original timing) stands; nothing is recomputed
+        sys.stderr.write(f"{folder} holds a finished run of this configuration: reporting its result.json "
+                         "(timing of the original run)\n")
+        return json.loads(done.read_text())
     t_start = time.perf_counter()
     lang, second = languages(cfg)
     tables, tables_b = lang.tables(), second.tables()
     key = jax.random.key(cfg.seed)
     m, pc = cfg.model, cfg.probe
 
+    steps = checkpoint_steps(cfg.train.steps, cfg.train.n_checkpoints, cfg.train.first_checkpoint)
+    on_disk = []  # the prefix of the schedule on disk: training resumes at its end
+    for st in steps:
+        if not checkpoint_path(folder / "checkpoints", st).exists():
+            break
+        on_disk.append(st)
+    if len(on_disk) > 1:
+        cached = sum((folder / "probes" / f"step_{st:08d}.json").exists() for st in steps)
+        sys.stderr.write(f"resuming {folder}: {len(on_disk)} of {len(steps)} checkpoints on disk, training from step "
+                         f"{on_disk[-1]} of {cfg.train.steps}; {cached} checkpoints already probed\n")
     bar = _bar(cfg.train.steps, f"train {cfg.preset}/{cfg.variant}", progress)
     try:
         log = train(m, cfg.train, tables, cfg.seed, folder / "checkpoints", progress=bar, stop_after=stop_after)
     finally:
         if bar is not None:
             bar.close()
-    steps = checkpoint_steps(cfg.train.steps, cfg.train.n_checkpoints, cfg.train.first_checkpoint)
     if log["steps"] != steps:
         return None
     t_train = time.perf_counter() - t_start
@@ -144,8 +175,6 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
     result["timing"] = {"train_s": t_train, "probe_s": t_probe, "finetune_s": t_ft,
                         "total_s": time.perf_counter() - t_start, "resumed_from": log["resumed_from"],
                         "device": str(jax.devices()[0])}
-    from linear_theory.cli import jsonable
-
     result = jsonable(result)
     atomic_write_json(folder / "result.json", result)
     return result
@@ -174,6 +203,8 @@ def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens
                                        axis=1)[np.asarray(tokens[:, :-1])]))
     return {
         "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "version": __version__,
         "preset": cfg.preset,
         "variant": cfg.variant,
         "config": cfg.to_dict(),

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from linear_theory._io import atomic_write_bytes
+from linear_theory.output import atomic_write_bytes
 
 from .language import ChainTables, sample
 from .model import GPTConfig, forward, init_params, is_matrix

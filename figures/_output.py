@@ -7,8 +7,7 @@ from pathlib import Path
 
 import matplotlib as mpl
 
-from linear_theory._io import atomic_savefig, atomic_write_json
-from linear_theory.cli import jsonable
+from linear_theory.output import atomic_savefig, atomic_write_json, envelope, jsonable
 
 from ._style import RC
 
@@ -23,7 +22,8 @@ def config_dict(config) -> dict:
 def save_figure(fig, data: dict, out_dir, name: str) -> list[Path]:
     """Write DIR/name.png, DIR/name.pdf and DIR/name.json; return the three paths.
 
-    The JSON holds `data` with numpy arrays as lists and NaN/inf as null.
+    The JSON is the project's envelope (schema linear-theory/figure, version, the figure's
+    config) around `data`, with numpy arrays as lists and NaN/inf as null.
     """
     out_dir = Path(out_dir)
     paths = []
@@ -31,5 +31,5 @@ def save_figure(fig, data: dict, out_dir, name: str) -> list[Path]:
         for ext in FORMATS:
             kw = {"metadata": {"CreationDate": None}} if ext == "pdf" else {}
             paths.append(atomic_savefig(fig, out_dir / f"{name}.{ext}", **kw))
-    paths.append(atomic_write_json(out_dir / f"{name}.json", jsonable({"figure": name, **data})))
+    paths.append(atomic_write_json(out_dir / f"{name}.json", jsonable(envelope("figure", data.get("config", {}), {"figure": name, **data}))))
     return paths

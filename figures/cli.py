@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from linear_theory import cli
+from linear_theory.output import envelope, jsonable
 
 from .registry import FIGURES, select
 
@@ -82,7 +82,8 @@ def _emit(args, payload: dict, table: str):
     """One JSON object or the tables on stdout (the figures' --out is a folder, so this
     does not use `cli.emit`, whose --out is a JSON file)."""
     if args.json:
-        sys.stdout.write(json.dumps(cli.jsonable(payload)) + "\n")
+        config = {"command": "figures", "names": list(args.names), "out": str(args.out), "small": args.small}
+        sys.stdout.write(json.dumps(jsonable(envelope("figures", config, payload))) + "\n")
     else:
         sys.stdout.write(table.rstrip("\n") + "\n")
 

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from linear_theory import gradient_flow, init_weights, learning_time, simulate_gd
-from linear_theory._phase import log_steps
+from linear_theory import log_steps
 
 from . import _style as st
 from ._output import config_dict

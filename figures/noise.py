@@ -19,8 +19,8 @@ from linear_theory import (
     monte_carlo_perturbed_loss,
     sensitivity_from_norms,
 )
-from linear_theory._phase import log_steps
-from linear_theory._predict import inflection_step_estimate, summarize_path
+from linear_theory import log_steps
+from linear_theory import inflection_step_estimate, summarize_path
 
 from . import _style as st
 from ._output import config_dict

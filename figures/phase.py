@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.ticker import FuncFormatter
 
-from linear_theory._phase import phase_diagram
+from linear_theory import phase_diagram
 
 from . import _style as st
 from ._output import config_dict

@@ -15,7 +15,7 @@ import numpy as np
 
 from linear_theory import gd_modes
 from linear_theory import critical_singular_value, modal_expected_perturbed_loss
-from linear_theory._phase import schedule_inflections
+from linear_theory import schedule_inflections
 
 from . import _style as st
 from ._output import config_dict

@@ -16,7 +16,7 @@ from matplotlib.colors import LogNorm
 
 from linear_theory import simulate_gd
 from linear_theory import hessian_trace, hutchinson_hessian_trace, monte_carlo_perturbed_loss
-from linear_theory._phase import log_steps
+from linear_theory import log_steps
 
 from . import _style as st
 from ._output import config_dict

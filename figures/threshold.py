@@ -17,9 +17,9 @@ import numpy as np
 
 from linear_theory import gd_modes
 from linear_theory import critical_singular_value, modal_expected_perturbed_loss
-from linear_theory._phase import log_steps
-from linear_theory._predict import summarize_path
-from linear_theory._spectral import bbp_threshold, detectability_along
+from linear_theory import log_steps
+from linear_theory import summarize_path
+from linear_theory import bbp_threshold, detectability_along
 
 from . import _style as st
 from ._output import config_dict

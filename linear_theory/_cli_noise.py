@@ -19,7 +19,9 @@ def add_noise_args(p):
                    help="absolute (default): std = σ; relative-init: std = σ × the layer's init RMS; "
                         "relative-rms: std = σ × the layer's current RMS (grows with training)")
     g.add_argument("--mc-samples", type=cli.nonneg_int, default=256,
-                   help="Monte Carlo noise draws per checkpoint, same draws at every checkpoint (default 256; 0: none)")
+                   help="Monte Carlo noise draws per checkpoint, same draws at every checkpoint (default 256; "
+                        "0: none); drawn in chunks of ≤ 1024 with memory independent of the count, a progress "
+                        "bar on stderr from 8192 draws")
 
 
 def checkpoint_weights(args, teacher, traj):
@@ -62,13 +64,28 @@ def noise_columns(args, teacher, traj) -> dict:
 
     if args.noise != "absolute" and traj.times[0] != 0:
         raise ValueError("relative-init noise needs checkpoint 0 in --checkpoints (the init is its reference)")
+    from .output import progress
+
+    if args.mc_samples == 1:
+        raise ValueError("--mc-samples needs at least 2 draws for a standard error (or 0 for none)")
     W1, W2 = checkpoint_weights(args, teacher, traj)
     s1, s2 = layer_stds(args, W1, W2)
-    out = {"expected_perturbed_loss": expected_perturbed_loss(W1, W2, teacher, s1, s2)}
+    with np.errstate(over="ignore", invalid="ignore"):
+        epl = expected_perturbed_loss(W1, W2, teacher, s1, s2)
+    if not np.all(np.isfinite(epl)):
+        raise ValueError(f"--sigma {args.sigma:g} overflows float64 in the expected perturbed loss "
+                         f"(it grows as σ⁴); use a smaller σ")
+    out = {"expected_perturbed_loss": epl}
     if args.mc_samples:
-        if args.mc_samples < 2:
-            raise ValueError("--mc-samples needs at least 2 draws for a standard error")
-        mean, err = monte_carlo_perturbed_loss(W1, W2, teacher, s1, s2, args.mc_samples, args.seed)
+        bar = progress(args.mc_samples, "Monte Carlo draws", enabled=args.mc_samples >= 8192, unit="draw")
+        update = None if bar is None else (lambda k: bar.update(k - bar.n))
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                mean, err = monte_carlo_perturbed_loss(W1, W2, teacher, s1, s2, args.mc_samples, args.seed,
+                                                       progress=update)
+        finally:
+            if bar is not None:
+                bar.close()
         out["monte_carlo_perturbed_loss"] = mean
         out["monte_carlo_stderr"] = err
     out["noise_std_W1"] = np.broadcast_to(s1, traj.times.shape)

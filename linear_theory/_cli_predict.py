@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import cli
+from .output import wrap
 
 
 def add_commands(sub):
@@ -75,31 +76,71 @@ def run_predict(args):
     _refuse_weight_decay(args, "predict")
     teacher = cli.teacher_from_args(args)
     schedule = cli.schedule_from_args(args, args.max_steps)
+    if args.max_steps >= 10**6:
+        import sys
+
+        sys.stderr.write(f"linear-theory predict: scanning every GD step 0…{args.max_steps} of {teacher.rank} modes "
+                         f"(≈ 1 s per 10⁷ mode-steps on one CPU core)…\n")
     pred = predict(teacher, args.lr, args.sigma, args.max_steps, args.init_strength, args.d_hidden,
                    args.sigma2, schedule)
     payload = pred.to_dict()
     payload.update(singular_values=teacher.s, lr=args.lr, sigma=args.sigma,
                    sigma2=args.sigma if args.sigma2 is None else args.sigma2, schedule=args.schedule)
+    optimum, cost, overshoot, why = _rise_explanation(teacher, pred, args.d_hidden)
+    payload.update(noisy_optimum=optimum, overshoot_cost=cost, overshooting_modes=overshoot, rise_explanation=why)
     rows = [
         ["critical singular value s*", pred.critical_singular_value if np.ndim(pred.critical_singular_value) == 0
          else ", ".join(f"{x:.4g}" for x in pred.critical_singular_value)],
         ["harmful modes (s_i < s*)", ", ".join(map(str, pred.harmful_modes)) or "none"],
-        ["inflection step (exact argmin)", pred.inflection_step],
-        ["inflection step estimate", pred.inflection_step_estimate],
-        ["min E[L_pert]", pred.min_expected_perturbed_loss],
+        ["inflection step (exact argmin, GD steps)", pred.inflection_step],
+        ["inflection step estimate (GD steps)", pred.inflection_step_estimate],
+        ["min E[L_pert] (loss units)", pred.min_expected_perturbed_loss],
         [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],
         ["rise (final − min)", pred.rise],
         ["bound on the rise at convergence", pred.rise_bound_at_convergence],
     ]
-    modes = [[i, s, "-" if k is None else k, "yes" if i in pred.harmful_modes else "no"]
-             for i, (s, k) in enumerate(zip(teacher.s, pred.mode_learning_steps))]
+    modes = [[i, s, "-" if k is None else k, "yes" if i in pred.harmful_modes else "no", o, g]
+             for i, (s, k, o, g) in enumerate(zip(teacher.s, pred.mode_learning_steps, optimum, cost))]
+    notes = ("learning step: first GD step with a_i ≥ s_i/2 (- : not by the last step). noisy optimum: the "
+             "strength a_i at which E[L_pert] is least, (s_i − s*/2)/d_i. overshoot cost: what learning the "
+             "mode past its noisy optimum, to s_i/d_i, adds to E[L_pert] (loss units; their sum is the bound)."
+             "\nwhy the rise: " + why)
     table = (cli.format_table(["prediction", "value"], rows) + "\n\n"
-             + cli.format_table(["mode", "s_i", "learning step", "harmful"], modes))
+             + cli.format_table(["mode", "s_i", "learning step", "harmful", "noisy optimum a_i",
+                                 "overshoot cost"], modes)
+             + "\n\n" + wrap(notes, 100))
     cli.emit(args, payload, table)
 
 
+def _rise_explanation(teacher, pred, d_hidden):
+    """Per mode: the noisy optimum, the cost of overshooting it; the modes that overshoot; one
+    sentence on how the rise arises (a rise with no harmful mode is the overshoot of learned modes)."""
+    from ._thresholds import noisy_optimum, rise_bound_terms
+
+    star = pred.critical_singular_value
+    d = teacher.input_variances
+    optimum = noisy_optimum(teacher.s, star, d)
+    cost = rise_bound_terms(teacher.s, star, d)
+    reachable = np.arange(teacher.rank) < (teacher.rank if d_hidden is None else d_hidden)
+    learned = np.array([k is not None for k in pred.mode_learning_steps]) & reachable
+    harmful = set(int(i) for i in pred.harmful_modes)
+    overshoot = [i for i in range(teacher.rank) if learned[i] and i not in harmful]
+    if not pred.rise > 0:
+        why = "E[L_pert] is least at the last step: no rise."
+    elif not harmful:
+        why = (f"no mode is harmful (every s_i ≥ s*), yet E[L_pert] rises: learned modes "
+               f"{', '.join(map(str, overshoot)) or 'none'} overshoot their noisy optimum (s_i − s*/2)/d_i on the "
+               f"way to s_i/d_i, each adding up to s*²/8 (÷ d_i) to E[L_pert]; the rise is that overshoot by the "
+               f"modes still approaching s_i/d_i after the inflection step.")
+    else:
+        why = (f"harmful modes {', '.join(map(str, sorted(harmful)))} raise E[L_pert] as they are learned "
+               f"(s_i < s*), and learned modes {', '.join(map(str, overshoot)) or 'none'} overshoot their noisy "
+               f"optimum (s_i − s*/2)/d_i, each adding up to s*²/8 (÷ d_i).")
+    return optimum, cost, overshoot, why
+
+
 def run_finetune(args):
-    from ._finetune import finetune_sweep, finetune_target
+    from ._finetune import finetune_lr_limit, finetune_sweep, finetune_target
     from ._phase import log_steps
 
     _refuse_weight_decay(args, "finetune")
@@ -111,6 +152,11 @@ def run_finetune(args):
         raise ValueError("--pretrain-steps must be finite")
     schedule = cli.schedule_from_args(args, T.max())
     B = finetune_target(teacher, args.change, args.change_size, args.change_rank, args.change_seed)
+    limit = finetune_lr_limit(teacher, B, args.finetune_l2)
+    if args.finetune_lr >= limit:
+        raise ValueError(f"--finetune-lr {args.finetune_lr:g} is at or beyond the fine-tuning stability limit "
+                         f"2/(λ_max(H) + λ) = {limit:.4g} (λ_max(H): the sharpness of the fine-tuning loss at "
+                         f"the balanced A and B solutions; GD diverges above it)")
     r = finetune_sweep(teacher, B, args.d_hidden, args.lr, T, args.finetune_lr, args.finetune_steps,
                        args.finetune_l2, args.init, args.init_strength, args.init_std, args.seed, schedule)
     payload = dict(
@@ -131,7 +177,14 @@ def run_finetune(args):
     rows = [[int(t), a0, a1, b0, b1, e] for t, a0, a1, b0, b1, e in zip(
         r.pretrain_steps, r.pretrain_loss_before, r.pretrain_loss_after, r.finetune_loss_before,
         r.finetune_loss_after, r.delta_f_first_order_rel_error)]
-    table = cli.format_table(["pretrain step", "L_A before", "L_A after", "L_B before", "L_B after",
-                              "ΔF 1st-order rel err"], rows)
+    table = cli.format_table(["pretrain step T", "L_A before", "L_A after", "L_B before", "L_B after",
+                              "ΔF rel err"], rows)
     kind = "interior (a U)" if r.turning_is_interior else "at the edge of the sweep (no U)"
-    cli.emit(args, payload, table + f"\n\nturning step of L_A after fine-tuning: {r.turning_step}, {kind}")
+    notes = (f"T in GD steps of pre-training. L_A = ½‖W2W1 − A‖², L_B = ½‖W2W1 − B‖² (loss units), before and "
+             f"after {args.finetune_steps} fine-tuning steps at rate {args.finetune_lr:g}. ΔF rel err = "
+             "‖ΔF − ΔF₁‖/‖ΔF‖, ΔF the change of W2W1 during fine-tuning and ΔF₁ its first-order prediction "
+             "(K times the first GD step): ≈ 0 linear regime, ≈ 1 or more the first-order picture "
+             "misses the change (it is mostly nonlinear).")
+    cli.emit(args, payload, table + "\n\n" + wrap(notes, 100)
+             + f"\n\nturning step of L_A after fine-tuning: {r.turning_step}, {kind}; L_A rises "
+             f"{payload['rise_after_turning']:.3g} from there to the last T")

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from . import cli
+from .output import wrap
 from ._cli_noise import add_noise_args, noise_columns
 
 
@@ -38,6 +39,8 @@ def simulate_from_args(args):
     from ._gd_full import simulate_gd
     from ._gd_map import check_checkpoints, check_lr, gd_modes
 
+    if args.sigma is None and args.sigma2 is not None:
+        raise ValueError("--sigma2 needs --sigma (it sets W2's scale; --sigma sets W1's)")
     teacher = cli.teacher_from_args(args)
     steps = check_checkpoints(args.checkpoints)
     finite = steps[np.isfinite(steps)]
@@ -61,7 +64,20 @@ def simulate_from_args(args):
         check_lr(teacher, args.lr, args.d_hidden)
         traj = gradient_flow(teacher, steps * args.lr, **kw)
         traj = dataclasses.replace(traj, times=steps, time_unit="steps", lr=args.lr)  # report in steps
+    _check_diverged(args, traj)
     return teacher, traj
+
+
+def _check_diverged(args, traj):
+    """A run whose loss stops being finite is a failure (exit 1), named by its first checkpoint."""
+    bad = ~np.isfinite(np.asarray(traj.loss, dtype=float))
+    if not bad.any():
+        return
+    k = int(np.argmax(bad))
+    since = f" (finite at step {traj.times[k - 1]:g})" if k else ""
+    hint = "lower --lr" + (" or --init-std" if args.init == "random" else " or --init-strength")
+    raise cli.RunFailure(f"{args.method} diverged: the loss is not finite at checkpoint step {traj.times[k]:g}"
+                         f"{since} with lr {args.lr:g}; {hint}")
 
 
 def run(args):
@@ -85,4 +101,9 @@ def run(args):
     ]
     title = (f"{traj.method}; s = {', '.join(f'{v:g}' for v in teacher.s)}; lr = {args.lr:g} "
              f"(flow time = lr × step); loss = ½‖W2W1 − A‖²")
-    cli.emit(args, payload, title + "\n" + cli.format_table(headers, rows))
+    notes = ("step: GD steps; loss = ½‖W2W1 − A‖² (population, loss units); |W1|^2, |W2|^2: squared Frobenius "
+             "norms; a_i = u_iᵀW2W1v_i, mode strength i in the order the singular values are given")
+    if extra:
+        notes += ("; E[L_pert]: exact expected loss under the weight noise; MC L_pert ± MC stderr: its Monte Carlo "
+                  "estimate (same draws at every step); std W1, std W2: noise std per entry (weight units)")
+    cli.emit(args, payload, wrap(title, 100) + "\n" + cli.format_table(headers, rows) + "\n\n" + wrap(notes, 100))

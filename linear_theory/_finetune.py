@@ -99,6 +99,52 @@ class FinetuneSweep:
     finetune_l2: float
 
 
+def _gauss_newton_sharpness(M: np.ndarray, Sxx: np.ndarray) -> float:
+    """Top eigenvalue of the Gauss–Newton Hessian of ½tr((W2W1 − M)Σx(W2W1 − M)ᵀ) at the
+    balanced factorisation W1 = S^½Vᵀ, W2 = US^½ of M = USVᵀ (= its full Hessian there, the
+    residual being zero). Power-free: scipy's Lanczos on the operator
+    (dW1, dW2) ↦ (W2ᵀE, EW1ᵀ), E = (W2 dW1 + dW2 W1)Σx."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    U, S, Vt = np.linalg.svd(M, full_matrices=False)
+    keep = S > S.max() * 1e-12 if S.size and S.max() > 0 else np.zeros(S.shape, bool)
+    if not keep.any():
+        return 0.0
+    W1 = np.sqrt(S[keep])[:, None] * Vt[keep]
+    W2 = U[:, keep] * np.sqrt(S[keep])
+    k, (d_out, d_in) = int(keep.sum()), M.shape
+    n1 = k * d_in
+
+    def apply(x):
+        x = np.asarray(x, dtype=np.float64).ravel()
+        d1, d2 = x[:n1].reshape(k, d_in), x[n1:].reshape(d_out, k)
+        E = (W2 @ d1 + d2 @ W1) @ Sxx
+        return np.concatenate([(W2.T @ E).ravel(), (E @ W1.T).ravel()])
+
+    n = n1 + d_out * k
+    if n <= 400:  # small: the dense matrix, exactly
+        H = np.stack([apply(e) for e in np.eye(n)], 1)
+        return float(np.linalg.eigvalsh((H + H.T) / 2)[-1])
+    op = LinearOperator((n, n), matvec=apply, dtype=np.float64)
+    return float(eigsh(op, k=1, which="LA", return_eigenvectors=False, tol=1e-10)[0])
+
+
+def finetune_lr_limit(teacher: Teacher, target: np.ndarray, finetune_l2: float = 0.0) -> float:
+    """The largest stable fixed fine-tuning rate: 2 / (sharpness + λ).
+
+    GD at rate η is stable at a minimum only while η·λ_max(H) < 2. Fine-tuning starts near
+    the pre-training solution A (late checkpoints) and ends near B, so the sharpness is the
+    larger of the Hessian tops of the fine-tuning loss at the balanced factorisations of A
+    and of B (the Gauss–Newton part depends on the weights only); the L2 term ½λ‖W − W(T)‖²
+    adds λ to every eigenvalue. Whitened inputs: λ_max = 2σ_max(M), so the limit is
+    1/(max(s_1(A), σ_1(B)) + λ/2) — the pre-training limit 1/s_max at λ = 0 and B = A.
+    """
+    Sxx = teacher.input_covariance
+    sharp = max(_gauss_newton_sharpness(teacher.matrix, Sxx),
+                _gauss_newton_sharpness(np.asarray(target, dtype=np.float64), Sxx))
+    return 2.0 / (sharp + float(finetune_l2))
+
+
 @x64
 def finetune_sweep(
     teacher: Teacher,

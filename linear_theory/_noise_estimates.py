@@ -38,6 +38,29 @@ def _run_chunks(fn, key, n, chunk, *args):
     return np.concatenate(out, axis=0)[:n]
 
 
+def _stream_chunks(fn, key, n, chunk, *args, progress=None):
+    """Mean and sample variance (ddof 1) over the first n rows of fn(key, start, *args, chunk),
+    start = 0, chunk, …, merged chunk by chunk (Chan et al.'s pairwise update), so memory
+    stays one chunk whatever n is. `progress(k)` is called with the rows done after each chunk."""
+    count, mean, m2 = 0, None, None
+    for start in range(0, n, chunk):
+        x = np.asarray(fn(key, start, *args, chunk))[: n - start]
+        c = x.shape[0]
+        mu = x.mean(axis=0)
+        dev = ((x - mu) ** 2).sum(axis=0)
+        if mean is None:
+            mean, m2 = mu, dev
+        else:
+            delta = mu - mean
+            total = count + c
+            mean = mean + delta * (c / total)
+            m2 = m2 + dev + delta**2 * (count * c / total)
+        count += c
+        if progress is not None:
+            progress(count)
+    return mean, m2 / max(count - 1, 1)
+
+
 @jax.jit(static_argnames=("chunk",))
 def _mc_chunk(key, start, W1, W2, A, Sx, s1, s2, chunk):
     """Perturbed losses of draws start … start + chunk − 1, shape (chunk, B), for a flat batch
@@ -55,14 +78,15 @@ def _mc_chunk(key, start, W1, W2, A, Sx, s1, s2, chunk):
 
 @x64
 def monte_carlo_perturbed_loss(
-    W1, W2, teacher: Teacher, sigma1, sigma2=None, n_draws: int = 1000, seed=0
+    W1, W2, teacher: Teacher, sigma1, sigma2=None, n_draws: int = 1000, seed=0, progress=None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Monte Carlo estimate of E[L_pert]: mean and standard error over noise draws.
 
     Draws are vmapped in chunks of up to 1024 (fewer when weights are large: work memory
     stays near 64 MB). All weights of a batch share the same draws (common random
     numbers), so differences between checkpoints are less noisy than each value; the
-    standard error is per entry. Draw k uses jax.random.fold_in(key, k), so a larger
+    standard error is per entry. Chunks are merged as they come (running mean and sum of
+    squares), so memory does not grow with n_draws. Draw k uses jax.random.fold_in(key, k), so a larger
     n_draws extends the same sample. Cost per call: n_draws × B × (2 h d_in d_out, plus
     d_out d_in² when Σx ≠ I) flops for B weight pairs; one compilation per shape.
 
@@ -72,6 +96,7 @@ def monte_carlo_perturbed_loss(
       sigma1, sigma2: noise stds per layer (σ2 defaults to σ1), ≥ 0, broadcasting to (...).
       n_draws: number of noise draws (≥ 2).
       seed: int seed or a JAX PRNG key.
+      progress: optional callable, given the number of draws done after each chunk.
     Returns:
       (mean, stderr), each (...), in loss units; stderr = sample std (ddof 1) / √n_draws.
     """
@@ -85,7 +110,7 @@ def monte_carlo_perturbed_loss(
     B = math.prod(batch)
     Sx = _covariance(teacher)
     per_draw = B * (2 * h * d_in + 2 * d_out * h + 3 * d_out * d_in)
-    losses = _run_chunks(
+    mean, var = _stream_chunks(
         _mc_chunk,
         key,
         n,
@@ -96,10 +121,9 @@ def monte_carlo_perturbed_loss(
         None if Sx is None else jnp.asarray(Sx),
         jnp.asarray(s1.reshape(B)),
         jnp.asarray(s2.reshape(B)),
+        progress=progress,
     )
-    mean = losses.mean(axis=0).reshape(batch)
-    stderr = (losses.std(axis=0, ddof=1) / np.sqrt(n)).reshape(batch)
-    return mean, stderr
+    return mean.reshape(batch), (np.sqrt(var) / np.sqrt(n)).reshape(batch)
 
 
 @jax.jit(static_argnames=("chunk",))

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from ._io import atomic_write_json
+from .output import RunFailure, atomic_write_json, envelope, format_table, jsonable, non_finite  # noqa: F401
 
 # Modules that add subcommands: each has add_commands(subparsers). Missing optional
 # parts of the project (figures/, experiments/) are skipped.
@@ -47,11 +47,18 @@ def _type(fn, what):
     return parse
 
 
-def _float_list(text):
-    items = [x for x in text.split(",") if x.strip()]
-    if not items:
+def _items(text):
+    """The comma-separated entries of `text`; an empty entry ("2,,1", "2,1,") is an error."""
+    items = [x.strip() for x in text.split(",")]
+    if not any(items):
         raise ValueError("empty list")
-    return [float(x) for x in items]
+    if not all(items):
+        raise ValueError(f"empty entry in {text!r}")
+    return items
+
+
+def _float_list(text):
+    return [float(x) for x in _items(text)]
 
 
 def _finite(x):
@@ -92,16 +99,11 @@ def _int_ge(lo):
 
 def _step_list(text):
     steps = []
-    for x in text.split(","):
-        x = x.strip()
-        if not x:
-            continue
-        if x.lower() == "inf":
-            steps.append(math.inf)
-            continue
-        steps.append(_int_ge(0)(x))
-    if not steps:
-        raise ValueError("empty list")
+    for x in _items(text):
+        steps.append(math.inf if x.lower() == "inf" else _int_ge(0)(x))
+    for a, b in zip(steps, steps[1:]):
+        if not b > a:
+            raise ValueError(f"steps must be strictly increasing ({a:g} then {b:g})")
     return steps
 
 
@@ -129,7 +131,11 @@ def add_teacher_args(p):
                      help="named spectrum: power:RANK[:S1[:ALPHA]], geometric:RANK[:S1[:RATIO]], "
                           "hierarchical:DEPTH[:SCALE]")
     g.add_argument("--input-variances", type=float_list, metavar="D1,D2,...",
-                   help="co-diagonal input covariance: variance along each v_i (default: whitened)")
+                   help="co-diagonal input covariance Σx: variance d_i > 0 along each v_i, one per singular value "
+                        "(default: whitened, all 1). The teacher's input-output correlation keeps singular values "
+                        "s_i, so the loss ½E‖(W2W1 − A)x‖² is least at W2W1 = Σyx Σx⁻¹: mode i converges to "
+                        "s_i/d_i, not s_i (a high-variance direction needs a smaller weight for the same output), "
+                        "and it is learned at rate ∝ s_i (flow time ≈ ln(s_i/(d_i a0))/(2 s_i))")
     g.add_argument("--seed", type=nonneg_int, default=0, help="seed for U, V and the init (default 0)")
 
 
@@ -180,7 +186,25 @@ def teacher_from_args(args):
     d = args.input_variances
     if d is not None and len(d) != len(s):
         raise ValueError(f"--input-variances needs {len(s)} values, one per singular value")
-    return make_teacher(s, args.d_in, args.d_out, seed=args.seed, input_variances=d)
+    teacher = make_teacher(s, args.d_in, args.d_out, seed=args.seed, input_variances=d)
+    _warn_width(teacher, args.d_hidden, getattr(args, "init", "aligned"))
+    return teacher
+
+
+def _warn_width(teacher, h, init):
+    """A hidden width below the teacher's rank leaves modes that can never be learned: say which."""
+    r = teacher.rank
+    if h >= r:
+        return
+    if init == "aligned":  # aligned init places the first h modes, in the order given
+        lost = list(range(h, r))
+        why = "aligned init places only the first h modes, in the order given"
+    else:  # from a random init GD finds the best rank-h map: the h largest modes
+        lost = sorted(np.argsort(-teacher.s, kind="stable")[h:].tolist())
+        why = "at most h modes fit; GD keeps the largest"
+    names = ", ".join(f"{i} (s={teacher.s[i]:g})" for i in lost)
+    sys.stderr.write(f"linear-theory: warning: --d-hidden {h} is below the teacher's rank {r}: modes {names} "
+                     f"(0-based) can never be learned ({why})\n")
 
 
 def schedule_from_args(args, total_steps):
@@ -195,52 +219,40 @@ def schedule_from_args(args, total_steps):
 # ---------------------------------------------------------------- output
 
 
-def jsonable(x):
-    """numpy → Python, non-finite floats → None (JSON has no NaN), inf steps → "inf"."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return jsonable(x.tolist())
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return x if math.isfinite(x) else None
-    return x
+# Keys whose values may be inf (a step that never comes, the fixed point) without that being a failure.
+INF_OK = ("steps", "times", "mode_learning_steps", "learning_steps", "predicted_step")
+# Names of argparse attributes that are not part of a run's configuration.
+_NOT_CONFIG = ("run", "json", "out", "command")
 
 
-def emit(args, payload: dict, table: str):
-    """Print the result (JSON or table) and write --out if asked."""
+def run_config(args) -> dict:
+    """The full configuration of a run: every option as parsed (defaults included)."""
+    cfg = {"command": getattr(args, "command", None)}
+    cfg.update({k: v for k, v in sorted(vars(args).items()) if k not in _NOT_CONFIG and not callable(v)})
+    return cfg
+
+
+def emit(args, payload: dict, table: str, config: dict | None = None, check_finite: bool = True):
+    """Print the result (JSON or table) and write --out if asked.
+
+    The JSON is the project's envelope (`output.envelope`: schema, version, configuration).
+    A NaN (or an inf outside step-valued keys) in the payload is a failure: nothing is
+    printed or written and the command exits 1 naming the value."""
+    if check_finite:
+        bad = non_finite(payload, INF_OK)
+        if bad is not None:
+            raise RunFailure(f"the result holds a non-finite number ({bad}); nothing written — the run diverged "
+                             "or overflowed: try a smaller --lr, --init-std or --sigma")
+    if "schema" not in payload:  # a payload that is already an envelope (a transformer run) stays as it is
+        payload = envelope(args.command, run_config(args) if config is None else config, payload)
     payload = jsonable(payload)
+    text = json.dumps(payload)
     if getattr(args, "out", None):
         atomic_write_json(args.out, payload)
     if args.json:
-        sys.stdout.write(json.dumps(payload) + "\n")
+        sys.stdout.write(text + "\n")
     else:
         sys.stdout.write(table.rstrip("\n") + "\n")
-
-
-def format_table(headers, rows) -> str:
-    def fmt(v):
-        if v is None:
-            return "-"
-        if isinstance(v, str):
-            return v
-        if isinstance(v, (int, np.integer)):
-            return str(int(v))
-        v = float(v)
-        if math.isinf(v):
-            return "inf"
-        return f"{v:.6g}"
-
-    cells = [[fmt(v) for v in r] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- entry point
@@ -276,6 +288,9 @@ def main(argv=None) -> int:
     except ValueError as e:  # bad input found while validating or running
         sys.stderr.write(f"{prog}: error: {e}\n")
         return 2
+    except RunFailure as e:
+        sys.stderr.write(f"{prog}: error: {e}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130

@@ -3,20 +3,36 @@
 transformer_figure(result, comparison) → (Figure, data). `result` is the dict written by
 `linear-theory transformer` (RUN_DIR/result.json), `comparison` what
 `experiments.compare.compare` makes of it (computed here when not given).
+
+Owned by `experiments` (it draws the comparison's verdicts); it depends on matplotlib and
+`experiments.compare` only, never on the `figures` package.
 """
 
 from __future__ import annotations
 
+import functools
+
+import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 
-from . import _style as st
+from .compare import compare, learning_steps, noise_rows, turn_up
+
+RC = {"font.family": "DejaVu Sans", "font.size": 8.5, "legend.frameon": False, "axes.grid": True,
+      "grid.alpha": 0.25, "axes.spines.top": False, "pdf.fonttype": 42}
 
 
-@st.styled
+def _styled(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with mpl.rc_context(RC):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_styled
 def transformer_figure(result: dict, comparison: dict | None = None):
-    from experiments.compare import compare, learning_steps, noise_rows, turn_up
-
     if comparison is None:
         comparison = compare(result)
     verdicts = {p["id"]: p for p in comparison["predictions"]}
@@ -28,7 +44,11 @@ def transformer_figure(result: dict, comparison: dict | None = None):
 
     fig = Figure(figsize=(15, 8.5), layout="constrained")
     ax = fig.subplots(2, 3)
-    tag = lambda i: f" [{verdicts[i]['verdict']}]" if i in verdicts else ""  # noqa: E731
+
+    def tag(*ids):
+        """The verdicts of the predictions a panel shows, each named: "[4r failed, 4a held]"."""
+        shown = [f"{i} {verdicts[i]['verdict']}" for i in ids if i in verdicts]
+        return f" [{', '.join(shown)}]" if shown else ""
 
     # (a) mode strengths relative to target
     colors = _cmap(s.size)
@@ -52,7 +72,7 @@ def transformer_figure(result: dict, comparison: dict | None = None):
                       label=f"fit: step ∝ s^-{sax['slope']:.2f}")
         ax[0, 1].legend(fontsize=8)
     ax[0, 1].set(xscale="log", yscale="log", xlabel="s_k", ylabel="step to reach s_k / 2",
-                 title="(b) order and timing" + tag("1") + tag("2"))
+                 title="(b) order and timing" + tag("1", "2"))
 
     # (c) sensitivity and its proxy
     data_noise = []
@@ -69,7 +89,7 @@ def transformer_figure(result: dict, comparison: dict | None = None):
             ax[0, 2].plot(x, np.maximum(0.5 * sig**2 * np.asarray(h), 1e-6), ":", color="gray", lw=1.5,
                           label=f"½σ²trH ({kind[:3]} σ={sig:g})")
     ax[0, 2].set(xscale="log", yscale="log", xlabel="step", ylabel="Δloss (nats)",
-                 title="(c) sensitivity to weight noise" + tag("3r") + tag("3a"))
+                 title="(c) sensitivity to weight noise" + tag("3r", "3a"))
     ax[0, 2].legend(fontsize=7, ncol=2)
 
     # (d) perturbed loss and its turn; predicted turns of held-out σ as markers on the axis
@@ -91,7 +111,8 @@ def transformer_figure(result: dict, comparison: dict | None = None):
                                   transform=ax[1, 0].get_xaxis_transform(), clip_on=False)
     ax[1, 0].plot(x, result["excess_loss"], "k-", lw=2, label="clean")
     ax[1, 0].set(xscale="log", xlabel="step", ylabel="perturbed excess loss (nats)",
-                 title="(d) perturbed loss: ● turn, ▼ σ² and ▲ spectral predictions" + tag("4r"))
+                 title="(d) perturbed loss: ● turn, ▼ σ² and ▲ spectral predictions\n"
+                 + tag("4r", "4a", "5r", "5a", "5rs", "5as").strip())
     ax[1, 0].legend(fontsize=7, ncol=2)
 
     # (e) spectral view
@@ -103,14 +124,23 @@ def transformer_figure(result: dict, comparison: dict | None = None):
     ax[1, 1].set(xscale="log", xlabel="step", ylabel="modes", title="(e) modes above the noise floor ‖M̃ − M‖₂/V")
     ax[1, 1].legend(fontsize=7)
 
-    # (f) fine-tuning
+    # (f) fine-tuning: error bars ±σ, the checkpoint-to-checkpoint noise of each curve (prediction 6);
+    # a turn is marked only where it beats its uncertainty
     pre = np.asarray(ft["pretrain_excess"], float)
+    judged = {row["rate"]: row for row in verdicts.get("6", {}).get("details", {}).get("rates", [])}
     for j, rate in enumerate(ft["rates"]):
-        ax[1, 2].plot(x, pre[j], "-o", ms=3, label=f"pre-training chain after FT, rate {rate:g}")
+        row = judged.get(rate, {})
+        noise = row.get("checkpoint_noise")
+        err = noise if noise is not None and np.isfinite(noise) else None
+        line = ax[1, 2].errorbar(x, pre[j], yerr=err, fmt="-o", ms=3, capsize=2, lw=1,
+                                 label=f"pre-training chain after FT, rate {rate:g}" + (f" (±{err:.3f})" if err else ""))
+        if row.get("turns_up"):
+            c = row["argmin_index"]
+            ax[1, 2].plot(x[c], pre[j][c], "*", ms=11, color=line[0].get_color(), zorder=5)
         ax[1, 2].plot(x, np.asarray(ft["finetune_excess"][j]), ":", label=f"fine-tuning chain, rate {rate:g}")
     ax[1, 2].plot(x, result["excess_loss"], "k-", lw=2, label="pre-training chain, before FT")
     ax[1, 2].set(xscale="log", xlabel="pre-training step", ylabel="excess loss (nats)",
-                 title=f"(f) fine-tuning {ft['steps']} steps" + tag("6"))
+                 title=f"(f) fine-tuning {ft['steps']} steps (★ a U beyond its noise)" + tag("6"))
     ax[1, 2].legend(fontsize=7)
 
     for a_ in ax.flat:
