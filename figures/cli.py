@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from linear_theory.cli import add_cache_arg
 from linear_theory.output import envelope, jsonable
 
 from .registry import FIGURES, select
@@ -34,7 +35,7 @@ def add_commands(sub):
     p.add_argument("--list", action="store_true", help="list the figure names with one line each, make nothing")
     p.add_argument("--small", action="store_true", help="use the small test configs (a quick preview)")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of tables")
-    cli.add_cache_arg(p)
+    add_cache_arg(p)
     p.set_defaults(run=run)
 
 
