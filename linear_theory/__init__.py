@@ -32,7 +32,17 @@ from ._thresholds import (
 )
 from ._predict import Prediction, inflection_step_estimate, predict, summarize_path
 from ._phase import PhaseDiagram, log_steps, phase_diagram, schedule_inflections
-from ._spectral import aligned_weights, bbp_threshold, detectability_along, factor_noise_floor
+from ._spectral import (
+    aligned_weights,
+    bbp_threshold,
+    detectability_along,
+    factor_noise_detection_threshold,
+    factor_noise_norms,
+    half_recovery_strength,
+    top_pair_overlap,
+)
+from ._fixed_point import fixed_point_strengths, kept_modes
+from ._stability import fixed_point_sharpness, stability_limit
 from ._finetune import FinetuneSweep, finetune_sweep, finetune_target
 
 __version__ = "0.1.0"
@@ -81,7 +91,14 @@ __all__ = [
     "aligned_weights",
     "bbp_threshold",
     "detectability_along",
-    "factor_noise_floor",
+    "factor_noise_detection_threshold",
+    "factor_noise_norms",
+    "half_recovery_strength",
+    "top_pair_overlap",
+    "fixed_point_strengths",
+    "kept_modes",
+    "fixed_point_sharpness",
+    "stability_limit",
     "FinetuneSweep",
     "finetune_sweep",
     "finetune_target",
