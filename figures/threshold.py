@@ -2,10 +2,12 @@
 
 Three thresholds for Gaussian weight noise of std σ on both layers (THEORY.md §4):
 - s* = σ²(d_in + d_out): learning a mode with s_i < s* raises E[L_pert] (harmful);
-- the factor noise floor ‖σZ2W1 + σW2Z1 + σ²Z2Z1‖₂ (Monte Carlo), the spectral norm of the
-  end-to-end perturbation, which grows with the weights: a learned a_i below it is
-  buried in the noise;
-- the i.i.d. end-to-end (BBP) threshold σ(d_in d_out)^{1/4}, for comparison.
+- the detection threshold for factor noise σ(Z2W1 + W2Z1) + σ²Z2Z1 (Monte Carlo: the
+  strength at which a single learned mode is half recovered in the perturbed product);
+- the operator norm ‖E‖₂ of that noise matrix (Monte Carlo), which grows with the weights;
+  it measures the noise's size and is not a detection threshold;
+- the i.i.d. end-to-end (BBP) threshold σe(d_in d_out)^{1/4} for i.i.d. noise with the
+  same per-entry power σe = ‖E‖_F/√(d_in d_out), for comparison.
 Below, E[L_pert] turns up at the step where the modes being learned fall below s*.
 """
 
@@ -19,7 +21,7 @@ from linear_theory import gd_modes
 from linear_theory import critical_singular_value, modal_expected_perturbed_loss
 from linear_theory import log_steps
 from linear_theory import summarize_path
-from linear_theory import bbp_threshold, detectability_along
+from linear_theory import detectability_along
 
 from . import _style as st
 from ._output import config_dict
@@ -52,7 +54,6 @@ def make_threshold(config: ThresholdConfig = ThresholdConfig()):
     teacher = build_teacher(c.spectrum, c.d_in, c.d_out, c.teacher_seed)
     s = teacher.s
     s_star = float(critical_singular_value(c.d_in, c.d_out, c.sigma))
-    bbp = float(bbp_threshold(c.sigma, c.d_in, c.d_out))
     summary = summarize_path(teacher, c.lr, c.max_steps, c.sigma, None, c.init_strength, c.d_hidden)
     turn = int(summary.inflection_step[0])
     steps = np.union1d(log_steps(c.max_steps, c.n_lines), [turn])
@@ -61,7 +62,9 @@ def make_threshold(config: ThresholdConfig = ThresholdConfig()):
     floor_steps = log_steps(c.max_steps, c.n_floor)
     floor_traj = gd_modes(teacher, c.lr, floor_steps, c.init_strength, c.d_hidden)
     det = detectability_along(teacher, floor_traj.mode_strengths, c.d_hidden, c.sigma, c.floor_samples, c.seed)
-    floor = det["factor_noise_floor"]
+    floor = det["noise_operator_norm"]
+    detect = det["detection_threshold"]
+    bbp = float(det["iid_equivalent_threshold"][-1])
     learn = [first_crossing(steps, traj.mode_strengths[:, i], s[i] / 2) for i in range(s.size)]
     harmful = s < s_star
 
@@ -79,9 +82,12 @@ def make_threshold(config: ThresholdConfig = ThresholdConfig()):
                label=f"$s^* = \\sigma^2(d_\\mathrm{{in}}+d_\\mathrm{{out}})$ = {s_star:.3g}: modes below are harmful")
     xf, yf = st.positive(floor_steps, floor)
     ax.plot(xf, yf, "s-", color="0.15", ms=3.5, lw=1.2,
-            label=r"factor noise floor $\|\sigma Z_2W_1 + \sigma W_2Z_1 + \sigma^2 Z_2Z_1\|_2$ (Monte Carlo)")
-    ax.axhline(bbp, color="0.45", ls="-.", lw=1.1,
-               label=f"i.i.d. end-to-end threshold $\\sigma(d_\\mathrm{{in}}d_\\mathrm{{out}})^{{1/4}}$ = {bbp:.3g}")
+            label=r"operator norm of the factor noise $\|\sigma Z_2W_1 + \sigma W_2Z_1 + \sigma^2 Z_2Z_1\|_2$ (MC)")
+    ax.axhline(detect, color="0.15", ls=":", lw=1.4,
+               label=f"factor-noise detection threshold (MC half recovery) = {detect:.3g}")
+    xi, yi = st.positive(floor_steps, det["iid_equivalent_threshold"])
+    ax.plot(xi, yi, color="0.45", ls="-.", lw=1.1,
+            label="i.i.d. end-to-end threshold $\\sigma_e(d_\\mathrm{in}d_\\mathrm{out})^{1/4}$, same noise power")
     for a_ in (ax, axe):
         st.mark_vertical(a_, turn, st.MC_COLOR, ls="-", lw=1.0, alpha=0.7)
     ax.plot([], [], "o", color="0.4", mec="white", ms=7, label=r"learned ($a_i = s_i/2$), $s_i \geq s^*$")
@@ -118,9 +124,11 @@ def make_threshold(config: ThresholdConfig = ThresholdConfig()):
         mode_learning_steps=learn,
         harmful=harmful,
         critical_singular_value=s_star,
-        end_to_end_threshold=bbp,
-        factor_noise_floor=dict(steps=floor_steps, spectral_norm=floor,
-                                modes_above=det["modes_above_factor_floor"], samples=c.floor_samples),
+        factor_noise_detection_threshold=detect,
+        factor_noise=dict(steps=floor_steps, operator_norm=floor,
+                          iid_equivalent_threshold=det["iid_equivalent_threshold"],
+                          modes_above_detection_threshold=det["modes_above_detection_threshold"],
+                          samples=c.floor_samples),
         expected_perturbed_loss=epl,
         clean_loss=traj.loss,
         inflection_step=turn,
@@ -128,7 +136,8 @@ def make_threshold(config: ThresholdConfig = ThresholdConfig()):
         predictions={
             f"σ = {c.sigma:g}: s*, harmful modes": f"{s_star:.3g}; {int(harmful.sum())} of {s.size}",
             "inflection step; modes learned after it": f"{turn}; {', '.join(map(str, after)) or 'none'}",
-            "final factor noise floor / i.i.d. threshold": f"{floor[-1]:.3g} / {bbp:.3g}",
+            "factor-noise detection threshold / final ‖E‖₂ / final i.i.d.-equivalent threshold":
+                f"{detect:.3g} / {floor[-1]:.3g} / {bbp:.3g}",
         },
     )
     return fig, data

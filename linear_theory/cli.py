@@ -158,7 +158,8 @@ def add_schedule_args(p):
     g.add_argument("--warmup-steps", type=nonneg_int, default=0, help="linear warmup steps (cosine, wsd)")
     g.add_argument("--decay-fraction", type=nonneg, default=0.2,
                    help="fraction of the run spent decaying (wsd, default 0.2)")
-    g.add_argument("--weight-decay", type=nonneg, default=0.0, help="coefficient of ½‖W‖² per layer (default 0)")
+    g.add_argument("--weight-decay", type=nonneg, default=0.0,
+                   help="coefficient of ½‖W‖² per layer (default 0; simulate --method gd only: predict and finetune refuse it)")
 
 
 def add_output_args(p):
