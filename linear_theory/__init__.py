@@ -9,7 +9,15 @@ from ._closed_form import flow_strengths, gradient_flow, initial_strengths, lear
 from ._gd_full import init_weights, simulate_gd
 from ._gd_map import gd_modes
 from ._ode import gradient_flow_ode
-from ._riccati import balanced_flow
+from ._riccati import RiccatiSolution, balanced_flow, ntk_matrix, riccati_flow
+from ._lambda_balanced import (
+    LambdaPrediction,
+    lambda_balanced_init,
+    lambda_critical_singular_value,
+    lambda_gd_modes,
+    lambda_gradient_flow,
+    predict_lambda,
+)
 from ._schedules import Schedule
 from ._teacher import (
     Teacher,
@@ -47,6 +55,15 @@ __all__ = [
     "gd_modes",
     "gradient_flow_ode",
     "balanced_flow",
+    "riccati_flow",
+    "RiccatiSolution",
+    "ntk_matrix",
+    "lambda_balanced_init",
+    "lambda_gradient_flow",
+    "lambda_gd_modes",
+    "lambda_critical_singular_value",
+    "predict_lambda",
+    "LambdaPrediction",
     "Schedule",
     "Teacher",
     "geometric_spectrum",

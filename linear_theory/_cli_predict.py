@@ -15,10 +15,12 @@ def add_commands(sub):
         "of std σ on every entry of W1 and W2: the critical singular value s* = σ²(d_in + d_out) (σ1²d_in + "
         "σ2²d_out in general), the harmful modes (s_i < s*, 0-based), each mode's learning step (first step "
         "with a_i ≥ s_i/2), the inflection step (exact argmin over all steps 0…max-steps of the expected "
-        "perturbed loss) and its estimate ln(s*/a0)/(2 s* lr). Times in GD steps; losses ½‖·‖².",
+        "perturbed loss) and its estimate ln(s*/a0)/(2 s* lr). Times in GD steps; losses ½‖·‖². "
+        "With --lambda L ≠ 0 the init is aligned λ-balanced (W2ᵀW2 − W1W1ᵀ = λI, whitened inputs) and the "
+        "path is the exact per-mode GD map on the two factors: mode i is harmful iff s_i < √(s*(s* − |λ|)).",
     )
     cli.add_teacher_args(p)
-    cli.add_init_args(p, with_random=False)
+    cli.add_init_args(p, with_random=False, with_lambda=True)
     cli.add_schedule_args(p)
     p.add_argument("--sigma", type=cli.nonneg, required=True, help="noise std per entry of W1 (and W2), weight units")
     p.add_argument("--sigma2", type=cli.nonneg, help="noise std per entry of W2 (default: --sigma)")
@@ -60,6 +62,8 @@ def run_predict(args):
 
     teacher = cli.teacher_from_args(args)
     schedule = cli.schedule_from_args(args, args.max_steps)
+    if args.lam != 0:
+        return _run_predict_lambda(args, teacher, schedule)
     pred = predict(teacher, args.lr, args.sigma, args.max_steps, args.init_strength, args.d_hidden,
                    args.sigma2, schedule)
     payload = pred.to_dict()
@@ -81,6 +85,34 @@ def run_predict(args):
     table = (cli.format_table(["prediction", "value"], rows) + "\n\n"
              + cli.format_table(["mode", "s_i", "learning step", "harmful"], modes))
     cli.emit(args, payload, table)
+
+
+def _run_predict_lambda(args, teacher, schedule):
+    from ._lambda_balanced import predict_lambda
+
+    if args.weight_decay:
+        raise ValueError("--lambda with --weight-decay is not modelled; drop one")
+    pred = predict_lambda(teacher, args.lr, args.sigma, args.max_steps, args.lam, args.init_strength,
+                          args.d_hidden, args.sigma2, schedule)
+    payload = pred.to_dict()
+    payload.update(singular_values=teacher.s, lr=args.lr, sigma=args.sigma,
+                   sigma2=args.sigma if args.sigma2 is None else args.sigma2, schedule=args.schedule)
+    rows = [
+        ["lambda", pred.lam],
+        ["critical singular value s* (λ = 0)", pred.critical_singular_value],
+        ["critical singular value √(s*(s* − |λ|))", pred.lambda_critical_singular_value],
+        ["harmful modes", ", ".join(map(str, pred.harmful_modes)) or "none"],
+        ["inflection step (exact argmin)", pred.inflection_step],
+        ["min E[L_pert]", pred.min_expected_perturbed_loss],
+        [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],
+        ["rise (final − min)", pred.rise],
+        ["sensitivity E[L_pert] − L at step 0", pred.sensitivity_at_step_0],
+        [f"sensitivity at step {args.max_steps}", pred.sensitivity_at_max_steps],
+    ]
+    modes = [[i, s, "-" if k is None else k, "yes" if i in pred.harmful_modes else "no"]
+             for i, (s, k) in enumerate(zip(teacher.s, pred.mode_learning_steps))]
+    cli.emit(args, payload, cli.format_table(["prediction", "value"], rows) + "\n\n"
+             + cli.format_table(["mode", "s_i", "learning step", "harmful"], modes))
 
 
 def run_finetune(args):

@@ -20,7 +20,7 @@ def add_commands(sub):
         "gradient-flow time = lr × steps.",
     )
     cli.add_teacher_args(p)
-    cli.add_init_args(p)
+    cli.add_init_args(p, with_lambda=True)
     cli.add_schedule_args(p)
     p.add_argument("--method", choices=("gd", "modes", "flow"), default="gd",
                    help="gd: full-matrix GD in JAX (default); modes: the exact per-mode GD map "
@@ -44,6 +44,10 @@ def simulate_from_args(args):
     schedule = cli.schedule_from_args(args, finite.max() if finite.size else 1)
     if args.init == "random" and args.init_std is None:
         raise ValueError("--init random needs --init-std")
+    if args.lam != 0 and args.init != "lambda-balanced":
+        raise ValueError("--lambda needs --init lambda-balanced")
+    if args.init == "lambda-balanced":
+        return teacher, _simulate_lambda(args, teacher, steps, schedule)
     if args.method != "gd" and args.init != "aligned":
         raise ValueError(f"--method {args.method} needs --init aligned")
     if args.method == "flow" and (args.schedule != "constant" or args.weight_decay):
@@ -64,11 +68,37 @@ def simulate_from_args(args):
     return teacher, traj
 
 
+def _simulate_lambda(args, teacher, steps, schedule):
+    """--init lambda-balanced: aligned modes at --init-strength, W2ᵀW2 − W1W1ᵀ = λI."""
+    from ._gd_full import simulate_gd
+    from ._lambda_balanced import check_lambda_lr, lambda_balanced_init, lambda_gd_modes, lambda_gradient_flow
+
+    lr = check_lambda_lr(teacher, args.lr, args.lam)
+    if args.method != "gd" and args.weight_decay:
+        raise ValueError(f"--method {args.method} has no weight decay; use --method gd")
+    if args.method == "flow":
+        if args.schedule != "constant":
+            raise ValueError("--method flow is constant-rate gradient flow")
+        traj = lambda_gradient_flow(teacher, steps * lr, args.lam, args.init_strength, args.d_hidden, args.seed)
+        return dataclasses.replace(traj, times=steps, time_unit="steps", lr=lr)
+    if np.any(np.isinf(steps)):
+        raise ValueError("--init lambda-balanced with --method gd or modes needs finite checkpoints "
+                         "(the fixed point: --method flow)")
+    if args.method == "modes":
+        return lambda_gd_modes(teacher, lr, steps, args.lam, args.init_strength, args.d_hidden, schedule, args.seed)
+    W1, W2 = lambda_balanced_init(teacher, args.d_hidden, args.lam, "aligned", args.init_strength, seed=args.seed)
+    traj = simulate_gd(teacher, args.d_hidden, lr, steps, schedule=schedule, weight_decay=args.weight_decay,
+                       record_weights=args.sigma is not None, W1=W1, W2=W2)
+    return dataclasses.replace(traj, method=f"full-matrix GD (aligned λ-balanced init, λ = {args.lam:g})")
+
+
 def run(args):
     teacher, traj = simulate_from_args(args)
     payload = traj.to_dict()
     payload["singular_values"] = teacher.s
     payload["lr"] = args.lr
+    if args.init == "lambda-balanced":
+        payload["lambda"] = args.lam
     payload["units"]["flow_time"] = "lr × steps"
     extra = {}
     if args.sigma is not None:
