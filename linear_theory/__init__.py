@@ -18,6 +18,18 @@ from ._lambda_balanced import (
     lambda_gradient_flow,
     predict_lambda,
 )
+from ._deep import (
+    DeepPrediction,
+    DeepRun,
+    deep_critical_singular_value,
+    deep_expected_perturbed_loss,
+    deep_gd_modes,
+    deep_gradient_flow,
+    deep_init,
+    deep_monte_carlo_perturbed_loss,
+    predict_deep,
+    simulate_deep_gd,
+)
 from ._schedules import Schedule
 from ._teacher import (
     Teacher,
@@ -64,6 +76,16 @@ __all__ = [
     "lambda_critical_singular_value",
     "predict_lambda",
     "LambdaPrediction",
+    "DeepPrediction",
+    "DeepRun",
+    "deep_critical_singular_value",
+    "deep_expected_perturbed_loss",
+    "deep_gd_modes",
+    "deep_gradient_flow",
+    "deep_init",
+    "deep_monte_carlo_perturbed_loss",
+    "predict_deep",
+    "simulate_deep_gd",
     "Schedule",
     "Teacher",
     "geometric_spectrum",

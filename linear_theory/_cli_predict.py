@@ -25,6 +25,10 @@ def add_commands(sub):
     p.add_argument("--sigma", type=cli.nonneg, required=True, help="noise std per entry of W1 (and W2), weight units")
     p.add_argument("--sigma2", type=cli.nonneg, help="noise std per entry of W2 (default: --sigma)")
     p.add_argument("--max-steps", type=cli.pos_int, default=20000, help="last GD step considered (default 20000)")
+    p.add_argument("--depth", type=cli.pos_int, default=2,
+                   help="layers N of the chain W_N⋯W_1 (default 2). N ≥ 3: noise σ on every layer, exact per-mode GD "
+                        "map, exact critical singular value s*_N of a lone mode and its first-order value "
+                        "(σ²(d_in + d_out + N − 2))^(N/2); whitened inputs")
     cli.add_output_args(p)
     p.set_defaults(run=run_predict)
 
@@ -62,6 +66,8 @@ def run_predict(args):
 
     teacher = cli.teacher_from_args(args)
     schedule = cli.schedule_from_args(args, args.max_steps)
+    if args.depth != 2:
+        return _run_predict_deep(args, teacher, schedule)
     if args.lam != 0:
         return _run_predict_lambda(args, teacher, schedule)
     pred = predict(teacher, args.lr, args.sigma, args.max_steps, args.init_strength, args.d_hidden,
@@ -85,6 +91,33 @@ def run_predict(args):
     table = (cli.format_table(["prediction", "value"], rows) + "\n\n"
              + cli.format_table(["mode", "s_i", "learning step", "harmful"], modes))
     cli.emit(args, payload, table)
+
+
+def _run_predict_deep(args, teacher, schedule):
+    from ._deep import predict_deep
+
+    if args.depth < 2:
+        raise ValueError("--depth must be at least 2")
+    if args.lam != 0 or args.weight_decay or args.sigma2 is not None:
+        raise ValueError("--depth ≥ 3 takes one --sigma for every layer, without --lambda or --weight-decay")
+    pred = predict_deep(teacher, args.lr, args.sigma, args.max_steps, args.depth, args.init_strength,
+                        args.d_hidden, schedule)
+    payload = pred.to_dict()
+    payload.update(singular_values=teacher.s, lr=args.lr, sigma=args.sigma, schedule=args.schedule)
+    rows = [
+        ["depth N", pred.depth],
+        ["critical singular value s*_N (exact, lone mode)", pred.critical_singular_value],
+        ["first order (σ²(d_in + d_out + N − 2))^(N/2)", pred.critical_singular_value_first_order],
+        ["harmful modes", ", ".join(map(str, pred.harmful_modes)) or "none"],
+        ["inflection step (exact argmin)", pred.inflection_step],
+        ["min E[L_pert]", pred.min_expected_perturbed_loss],
+        [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],
+        ["rise (final − min)", pred.rise],
+    ]
+    modes = [[i, s, "-" if k is None else k, "yes" if i in pred.harmful_modes else "no"]
+             for i, (s, k) in enumerate(zip(teacher.s, pred.mode_learning_steps))]
+    cli.emit(args, payload, cli.format_table(["prediction", "value"], rows) + "\n\n"
+             + cli.format_table(["mode", "s_i", "learning step", "harmful"], modes))
 
 
 def _run_predict_lambda(args, teacher, schedule):
