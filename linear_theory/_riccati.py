@@ -22,6 +22,9 @@ of [I; Y] are sorted by norm before the Householder QR (row-wise stable for grad
 Only √k must stay representable, so one application covers f_max·Δt ≤ 300 (e^{300} ≈ 1e130):
 the cost is ⌈f_max·Δt/300⌉ tiny solves per gap between recorded times, flat in practice
 (t = 2000 at s = 2 is 14 solves instead of the 8000 sub-steps of 0.5/s_max used before).
+Accuracy is absolute, about machine epsilon × ‖P‖: with |λ| large (entries of P ~ |λ|) a
+tiny mode strength has a correspondingly larger relative error than the scalar closed form
+`_lambda_balanced.lambda_flow_modes`, which has none of this cancellation.
 """
 
 from __future__ import annotations
