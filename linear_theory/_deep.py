@@ -425,13 +425,18 @@ class DeepPrediction:
         return d
 
 
+BLOCK = 1 << 14  # GD steps per scanned block: memory O(BLOCK · r) for any max_steps
+
+
 @jax.jit(static_argnames=("n", "depth", "schedule"))
-def _factor_path(b, s, lr, n, depth, schedule):
+def _factor_block(b, k0, s, lr, n, depth, schedule):
+    """b after each of the steps k0+1 … k0+n of the per-mode map (whitened)."""
+
     def step(b, k):
         b = b + lr * schedule(k) * b ** (depth - 1) * (s - b**depth)
         return b, b
 
-    return jax.lax.scan(step, b, jnp.arange(n))[1]
+    return jax.lax.scan(step, b, k0 + jnp.arange(n))[1]
 
 
 @x64
@@ -453,17 +458,31 @@ def predict_deep(teacher: Teacher, lr: float, sigma: float, max_steps: int, dept
     sigma = float(_layer_sigmas(sigma, 1)[0])
     h = teacher.rank if d_hidden is None else d_hidden
     b0 = initial_strengths(teacher, init_strength, h) ** (1.0 / depth)
-    B = _factor_path(jnp.asarray(b0), jnp.asarray(teacher.s), lr, max_steps, depth, schedule)
-    a = np.concatenate([b0[None], np.asarray(B)]) ** depth
-    epl = modal_loss(teacher, a) + deep_modal_sensitivity(teacher, a, depth, h, sigma)
-    k = int(np.argmin(epl))
+
+    def evaluate(a):
+        return modal_loss(teacher, a) + deep_modal_sensitivity(teacher, a, depth, h, sigma)
+
+    epl = evaluate(b0[None] ** depth)
+    best, k = float(epl[0]), 0
+    learned = np.where(b0**depth >= teacher.s / 2, 0, -1)
+    x, done = jnp.asarray(b0), 0
+    while done < max_steps:
+        n = min(BLOCK, max_steps - done)
+        X = _factor_block(x, done, jnp.asarray(teacher.s), lr, BLOCK, depth, schedule)
+        a = np.asarray(X)[:n] ** depth
+        epl = evaluate(a)
+        i = int(np.argmin(epl))
+        if epl[i] < best:
+            best, k = float(epl[i]), done + 1 + i
+        hit = a >= teacher.s / 2
+        new = (learned < 0) & hit.any(0)
+        learned[new] = done + 1 + hit.argmax(0)[new]
+        x, done = X[n - 1], done + n
     exact, first = deep_critical_singular_value(teacher.d_in, teacher.d_out, h, depth, sigma)
-    learned = a >= teacher.s / 2
     return DeepPrediction(
         depth=depth, critical_singular_value=float(exact), critical_singular_value_first_order=float(first),
         harmful_modes=[i for i in range(min(h, teacher.rank)) if teacher.s[i] < exact],
-        mode_learning_steps=[int(np.argmax(learned[:, i])) if learned[:, i].any() else None
-                             for i in range(teacher.rank)],
-        inflection_step=k, min_expected_perturbed_loss=float(epl[k]),
-        expected_perturbed_loss_at_max_steps=float(epl[-1]), rise=float(epl[-1] - epl[k]), max_steps=max_steps,
+        mode_learning_steps=[int(x) if x >= 0 else None for x in learned],
+        inflection_step=k, min_expected_perturbed_loss=best,
+        expected_perturbed_loss_at_max_steps=float(epl[-1]), rise=float(epl[-1] - best), max_steps=max_steps,
     )

@@ -311,8 +311,13 @@ class LambdaPrediction:
         return d
 
 
+BLOCK = 1 << 14  # GD steps per scanned block: memory O(BLOCK · r) for any max_steps
+
+
 @jax.jit(static_argnames=("n", "schedule"))
-def _factor_scan(b1, b2, s, lr, n, schedule):
+def _factor_block(b1, b2, k0, s, lr, n, schedule):
+    """(b1, b2) after each of the steps k0+1 … k0+n of the per-mode GD map."""
+
     def step(b, k):
         b1, b2 = b
         eta = lr * schedule(k)
@@ -320,7 +325,7 @@ def _factor_scan(b1, b2, s, lr, n, schedule):
         b = (b1 + eta * b2 * r, b2 + eta * b1 * r)
         return b, b
 
-    return jax.lax.scan(step, (b1, b2), jnp.arange(n))[1]
+    return jax.lax.scan(step, (b1, b2), k0 + jnp.arange(n))[1]
 
 
 @x64
@@ -346,24 +351,37 @@ def predict_lambda(teacher: Teacher, lr: float, sigma: float, max_steps: int, la
     a0 = initial_strengths(teacher, init_strength, h)
     inside = np.arange(teacher.rank) < h
     b1, b2 = (np.where(inside, b, 0.0) for b in mode_factors(a0, lam))
-    B1, B2 = _factor_scan(jnp.asarray(b1), jnp.asarray(b2), jnp.asarray(teacher.s), lr, max_steps, schedule)
-    B1 = np.concatenate([b1[None], np.asarray(B1)])
-    B2 = np.concatenate([b2[None], np.asarray(B2)])
-    a = B1 * B2
     i1, i2 = _idle_norms(teacher, h, lam)
     d_in, d_out = teacher.d_in, teacher.d_out
-    sens = 0.5 * (s2**2 * d_out * ((B1**2).sum(-1) + i1) + s1**2 * d_in * ((B2**2).sum(-1) + i2)
-                  + s1**2 * s2**2 * d_in * h * d_out)
-    epl = modal_loss(teacher, a) + sens
-    k = int(np.argmin(epl))
+
+    def evaluate(B1, B2):  # E[L_pert] and E[L_pert] − L on rows of factors
+        sens = 0.5 * (s2**2 * d_out * ((B1**2).sum(-1) + i1) + s1**2 * d_in * ((B2**2).sum(-1) + i2)
+                      + s1**2 * s2**2 * d_in * h * d_out)
+        return modal_loss(teacher, B1 * B2) + sens, sens
+
+    epl, sens = evaluate(b1[None], b2[None])
+    best, k, sens0 = float(epl[0]), 0, float(sens[0])
+    learned = np.where(b1 * b2 >= teacher.s / 2, 0, -1)
+    x1, x2, done = jnp.asarray(b1), jnp.asarray(b2), 0
+    while done < max_steps:
+        n = min(BLOCK, max_steps - done)
+        X1, X2 = _factor_block(x1, x2, done, jnp.asarray(teacher.s), lr, BLOCK, schedule)
+        B1, B2 = np.asarray(X1)[:n], np.asarray(X2)[:n]
+        epl, sens = evaluate(B1, B2)
+        i = int(np.argmin(epl))
+        if epl[i] < best:
+            best, k = float(epl[i]), done + 1 + i
+        hit = (B1 * B2 >= teacher.s / 2)
+        new = (learned < 0) & hit.any(0)
+        learned[new] = done + 1 + hit.argmax(0)[new]
+        x1, x2, done = X1[n - 1], X2[n - 1], done + n
     s_star = s1**2 * d_in + s2**2 * d_out
     s_lam = float(lambda_critical_singular_value(s_star, lam))
-    learned = a >= teacher.s / 2
-    steps = [int(np.argmax(learned[:, i])) if learned[:, i].any() else None for i in range(teacher.rank)]
     return LambdaPrediction(
         lam=lam, critical_singular_value=float(s_star), lambda_critical_singular_value=s_lam,
         harmful_modes=[i for i in range(min(h, teacher.rank)) if teacher.s[i] < s_lam],
-        mode_learning_steps=steps, inflection_step=k, min_expected_perturbed_loss=float(epl[k]),
-        expected_perturbed_loss_at_max_steps=float(epl[-1]), rise=float(epl[-1] - epl[k]),
-        sensitivity_at_step_0=float(sens[0]), sensitivity_at_max_steps=float(sens[-1]), max_steps=max_steps,
+        mode_learning_steps=[int(x) if x >= 0 else None for x in learned], inflection_step=k,
+        min_expected_perturbed_loss=best, expected_perturbed_loss_at_max_steps=float(epl[-1]),
+        rise=float(epl[-1] - best), sensitivity_at_step_0=sens0, sensitivity_at_max_steps=float(sens[-1]),
+        max_steps=max_steps,
     )
