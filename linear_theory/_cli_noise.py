@@ -31,7 +31,7 @@ def checkpoint_weights(args, teacher, traj):
 
     if traj.W1 is not None:
         return traj.W1, traj.W2
-    if args.init != "aligned":
+    if args.init != "aligned":  # random, lambda-balanced: recorded or rebuilt by the solver
         raise ValueError("--sigma with --init random needs finite checkpoints")
     return aligned_weights(teacher, traj.mode_strengths, args.d_hidden, args.seed)
 

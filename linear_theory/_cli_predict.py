@@ -22,14 +22,20 @@ def add_commands(sub):
         "mode, s*_i = σ1² tr(Σx) + σ2² d_out d_i; E[L_pert] = ½Σ d_i(a_i − s_i/d_i)² + ½[σ2² d_out Σ d_i a_i + "
         "σ1² tr(Σx) Σ a_i + σ1²σ2² tr(Σx) h d_out]; a width-h network keeps the h modes with the largest "
         "s_i/√d_i; the rate must be below 2/λ_max = 2/max d_k(a_j + a_k) (1/s_max whitened). "
-        "Times in GD steps; losses ½ E‖W2W1x − Ax‖². --weight-decay is refused here.",
+        "Times in GD steps; losses ½ E‖W2W1x − Ax‖². --weight-decay is refused here. "
+        "With --lambda L ≠ 0 the init is aligned λ-balanced (W2ᵀW2 − W1W1ᵀ = λI, whitened inputs) and the "
+        "path is the exact per-mode GD map on the two factors: mode i is harmful iff s_i < √(s*(s* − |λ|)).",
     )
     cli.add_teacher_args(p)
-    cli.add_init_args(p, with_random=False)
+    cli.add_init_args(p, with_random=False, with_lambda=True)
     cli.add_schedule_args(p)
     p.add_argument("--sigma", type=cli.nonneg, required=True, help="noise std per entry of W1 (and W2), weight units")
     p.add_argument("--sigma2", type=cli.nonneg, help="noise std per entry of W2 (default: --sigma)")
     p.add_argument("--max-steps", type=cli.pos_int, default=20000, help="last GD step considered (default 20000)")
+    p.add_argument("--depth", type=cli.pos_int, default=2,
+                   help="layers N of the chain W_N⋯W_1 (default 2). N ≥ 3: noise σ on every layer, exact per-mode GD "
+                        "map, exact critical singular value s*_N of a lone mode and its first-order value "
+                        "(σ²(d_in + d_out + N − 2))^(N/2); whitened inputs")
     cli.add_output_args(p)
     p.set_defaults(run=run_predict)
 
@@ -76,6 +82,10 @@ def run_predict(args):
     _refuse_weight_decay(args, "predict")
     teacher = cli.teacher_from_args(args)
     schedule = cli.schedule_from_args(args, args.max_steps)
+    if args.depth != 2:
+        return _run_predict_deep(args, teacher, schedule)
+    if args.lam != 0:
+        return _run_predict_lambda(args, teacher, schedule)
     if args.max_steps >= 10**6:
         import sys
 
@@ -137,6 +147,61 @@ def _rise_explanation(teacher, pred, d_hidden):
                f"(s_i < s*), and learned modes {', '.join(map(str, overshoot)) or 'none'} overshoot their noisy "
                f"optimum (s_i − s*/2)/d_i, each adding up to s*²/8 (÷ d_i).")
     return optimum, cost, overshoot, why
+
+
+def _run_predict_deep(args, teacher, schedule):
+    from ._deep import predict_deep
+
+    if args.depth < 2:
+        raise ValueError("--depth must be at least 2")
+    if args.lam != 0 or args.weight_decay or args.sigma2 is not None:
+        raise ValueError("--depth ≥ 3 takes one --sigma for every layer, without --lambda or --weight-decay")
+    pred = predict_deep(teacher, args.lr, args.sigma, args.max_steps, args.depth, args.init_strength,
+                        args.d_hidden, schedule)
+    payload = pred.to_dict()
+    payload.update(singular_values=teacher.s, lr=args.lr, sigma=args.sigma, schedule=args.schedule)
+    rows = [
+        ["depth N", pred.depth],
+        ["critical singular value s*_N (exact, lone mode)", pred.critical_singular_value],
+        ["first order (σ²(d_in + d_out + N − 2))^(N/2)", pred.critical_singular_value_first_order],
+        ["harmful modes", ", ".join(map(str, pred.harmful_modes)) or "none"],
+        ["inflection step (exact argmin)", pred.inflection_step],
+        ["min E[L_pert]", pred.min_expected_perturbed_loss],
+        [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],
+        ["rise (final − min)", pred.rise],
+    ]
+    modes = [[i, s, "-" if k is None else k, "yes" if i in pred.harmful_modes else "no"]
+             for i, (s, k) in enumerate(zip(teacher.s, pred.mode_learning_steps))]
+    cli.emit(args, payload, cli.format_table(["prediction", "value"], rows) + "\n\n"
+             + cli.format_table(["mode", "s_i", "learning step", "harmful"], modes))
+
+
+def _run_predict_lambda(args, teacher, schedule):
+    from ._lambda_balanced import predict_lambda
+
+    if args.weight_decay:
+        raise ValueError("--lambda with --weight-decay is not modelled; drop one")
+    pred = predict_lambda(teacher, args.lr, args.sigma, args.max_steps, args.lam, args.init_strength,
+                          args.d_hidden, args.sigma2, schedule)
+    payload = pred.to_dict()
+    payload.update(singular_values=teacher.s, lr=args.lr, sigma=args.sigma,
+                   sigma2=args.sigma if args.sigma2 is None else args.sigma2, schedule=args.schedule)
+    rows = [
+        ["lambda", pred.lam],
+        ["critical singular value s* (λ = 0)", pred.critical_singular_value],
+        ["critical singular value √(s*(s* − |λ|))", pred.lambda_critical_singular_value],
+        ["harmful modes", ", ".join(map(str, pred.harmful_modes)) or "none"],
+        ["inflection step (exact argmin)", pred.inflection_step],
+        ["min E[L_pert]", pred.min_expected_perturbed_loss],
+        [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],
+        ["rise (final − min)", pred.rise],
+        ["sensitivity E[L_pert] − L at step 0", pred.sensitivity_at_step_0],
+        [f"sensitivity at step {args.max_steps}", pred.sensitivity_at_max_steps],
+    ]
+    modes = [[i, s, "-" if k is None else k, "yes" if i in pred.harmful_modes else "no"]
+             for i, (s, k) in enumerate(zip(teacher.s, pred.mode_learning_steps))]
+    cli.emit(args, payload, cli.format_table(["prediction", "value"], rows) + "\n\n"
+             + cli.format_table(["mode", "s_i", "learning step", "harmful"], modes))
 
 
 def run_finetune(args):

@@ -90,6 +90,22 @@ def _fixed_point(teacher: Teacher, d_hidden: int, weight_decay: float):
     return fixed_point_strengths(teacher, d_hidden)
 
 
+def _given_weights(teacher: Teacher, d_hidden: int, W1, W2):
+    """Given initial weights as (B, h, d_in), (B, d_out, h) float64 JAX arrays, and a stand-in
+    for the seed axis (an index array, 0-d when no batch axis was given)."""
+    W1, W2 = np.asarray(W1, np.float64), np.asarray(W2, np.float64)
+    if W1.ndim not in (2, 3) or W2.ndim != W1.ndim or (W1.ndim == 3 and W1.shape[0] != W2.shape[0]):
+        raise ValueError(f"W1, W2 must be (h, d_in), (d_out, h), optionally with one shared batch axis; "
+                         f"got {W1.shape}, {W2.shape}")
+    if W1.shape[-2:] != (d_hidden, teacher.d_in) or W2.shape[-2:] != (teacher.d_out, d_hidden):
+        raise ValueError(f"W1 must be ({d_hidden}, {teacher.d_in}) and W2 ({teacher.d_out}, {d_hidden}); "
+                         f"got {W1.shape[-2:]}, {W2.shape[-2:]}")
+    if not (np.all(np.isfinite(W1)) and np.all(np.isfinite(W2))):
+        raise ValueError("initial weights must be finite")
+    index = np.arange(W1.shape[0]) if W1.ndim == 3 else np.asarray(0)
+    return jnp.asarray(W1.reshape((-1,) + W1.shape[-2:])), jnp.asarray(W2.reshape((-1,) + W2.shape[-2:])), index
+
+
 @x64
 def simulate_gd(
     teacher: Teacher,
@@ -103,6 +119,8 @@ def simulate_gd(
     schedule: Schedule = CONSTANT,
     weight_decay: float = 0.0,
     record_weights: bool = False,
+    W1=None,
+    W2=None,
 ) -> Trajectory:
     """Gradient descent on the full matrices W1 (h × d_in), W2 (d_out × h).
 
@@ -120,6 +138,10 @@ def simulate_gd(
       schedule: a `Schedule` multiplying lr per step.
       weight_decay: coefficient of ½‖W‖² added to the loss of each layer.
       record_weights: also return W1, W2 at every finite checkpoint.
+      W1, W2: start from these weights instead of `init` ((h, d_in), (d_out, h), or with
+        a leading batch axis that takes the place of the seed axis); init, init_strength,
+        init_std and seed are then unused, and t = inf is refused (the fixed point depends
+        on the init when it is not aligned).
     Returns:
       A Trajectory in steps with batch axes (seed, lr) for each of seed/lr given as a list.
     """
@@ -127,10 +149,18 @@ def simulate_gd(
     if not np.isfinite(weight_decay) or weight_decay < 0:
         raise ValueError("weight decay must be a non-negative number")
     c = check_checkpoints(checkpoints)
-    seeds = np.asarray(seed)
-    inits = [init_weights(teacher, d_hidden, init, init_strength, init_std, int(sd)) for sd in seeds.reshape(-1)]
-    W1_0 = jnp.asarray(np.stack([w[0] for w in inits]))
-    W2_0 = jnp.asarray(np.stack([w[1] for w in inits]))
+    if (W1 is None) != (W2 is None):
+        raise ValueError("give both W1 and W2, or neither")
+    if W1 is not None:
+        W1_0, W2_0, seeds = _given_weights(teacher, d_hidden, W1, W2)
+        if np.any(np.isinf(c)):
+            raise ValueError("checkpoint inf (the fixed point) is not available from given weights")
+        init = "given"
+    else:
+        seeds = np.asarray(seed)
+        inits = [init_weights(teacher, d_hidden, init, init_strength, init_std, int(sd)) for sd in seeds.reshape(-1)]
+        W1_0 = jnp.asarray(np.stack([w[0] for w in inits]))
+        W2_0 = jnp.asarray(np.stack([w[1] for w in inits]))
     whitened = teacher.input_variances is None
     consts = [jnp.asarray(x) for x in (teacher.matrix, teacher.input_covariance, teacher.correlation, teacher.U, teacher.V)]
     gaps = jnp.asarray(finite_gaps(c))

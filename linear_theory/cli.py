@@ -139,12 +139,19 @@ def add_teacher_args(p):
     g.add_argument("--seed", type=nonneg_int, default=0, help="seed for U, V and the init (default 0)")
 
 
-def add_init_args(p, with_random=True):
+def add_init_args(p, with_random=True, with_lambda=False):
     g = p.add_argument_group("initialisation")
     if with_random:
-        g.add_argument("--init", choices=("aligned", "random"), default="aligned",
-                       help="aligned balanced init (THEORY §2) or i.i.d. Gaussian entries (default aligned)")
+        inits = ("aligned", "random") + (("lambda-balanced",) if with_lambda else ())
+        g.add_argument("--init", choices=inits, default="aligned",
+                       help="aligned balanced init (THEORY §2) or i.i.d. Gaussian entries (default aligned)"
+                       + ("; lambda-balanced: aligned modes at --init-strength with W2ᵀW2 − W1W1ᵀ = λI"
+                          if with_lambda else ""))
         g.add_argument("--init-std", type=positive, help="std of each entry for --init random")
+    if with_lambda:
+        g.add_argument("--lambda", dest="lam", type=finite, default=0.0, metavar="L",
+                       help="λ of W2ᵀW2 − W1W1ᵀ = λI (squared weight units; 0: balanced, rich; |λ| large: lazy). "
+                            "λ > 0 needs d_hidden ≤ d_out, λ < 0 needs d_hidden ≤ d_in (default 0)")
     g.add_argument("--init-strength", type=positive, default=1e-6,
                    help="initial mode strength a0 for aligned init (default 1e-6)")
 
