@@ -6,22 +6,33 @@ import numpy as np
 
 from . import cli
 
+PREDICT_NOISE = {"absolute": "absolute", "relative-init": "init", "relative-rms": "rms", "init": "init", "rms": "rms"}
+
 
 def add_commands(sub):
     p = sub.add_parser(
         "predict",
         help="predict the critical singular value, harmful modes and the inflection step under noise",
-        description="Along exact GD from aligned balanced init (THEORY.md §3), with absolute Gaussian noise "
-        "of std σ on every entry of W1 and W2: the critical singular value s* = σ²(d_in + d_out) (σ1²d_in + "
-        "σ2²d_out in general), the harmful modes (s_i < s*, 0-based), each mode's learning step (first step "
-        "with a_i ≥ s_i/2), the inflection step (exact argmin over all steps 0…max-steps of the expected "
-        "perturbed loss) and its estimate ln(s*/a0)/(2 s* lr). Times in GD steps; losses ½‖·‖².",
+        description="Along exact GD from aligned balanced init (THEORY.md §3), with Gaussian noise on every "
+        "entry of W1 and W2 (std σ, or γ × the layer's RMS at init or now with --noise): the critical singular "
+        "value s* = σ²(d_in + d_out) (σ1²d_in + σ2²d_out in general; with --input-variances one per mode, "
+        "σ1²tr(Σx) + σ2²d_out d_i, and the loss ½ tr((W2W1 − A)Σx(W2W1 − A)ᵀ)), the harmful modes (s_i < s*, "
+        "0-based), each mode's learning step (first step with a_i ≥ target/2), the inflection step (exact argmin "
+        "over all steps 0…max-steps of the expected perturbed loss, computed in one fused pass) and its "
+        "estimate (closed-form flow on per-mode clocks; error band stated in the output; 0 when no mode has "
+        "s_i > s*/2). Times in GD steps; losses ½‖·‖².",
     )
     cli.add_teacher_args(p)
     cli.add_init_args(p, with_random=False)
     cli.add_schedule_args(p)
-    p.add_argument("--sigma", type=cli.nonneg, required=True, help="noise std per entry of W1 (and W2), weight units")
-    p.add_argument("--sigma2", type=cli.nonneg, help="noise std per entry of W2 (default: --sigma)")
+    p.add_argument("--sigma", type=cli.nonneg, required=True,
+                   help="noise scale on W1 (and W2): std per entry in weight units (--noise absolute), or the "
+                        "factor γ (relative kinds); must not be 0")
+    p.add_argument("--sigma2", type=cli.nonneg, help="noise scale on W2 (default: --sigma)")
+    p.add_argument("--noise", choices=tuple(PREDICT_NOISE), default="absolute",
+                   help="absolute (default): std = σ; relative-init (or init): std = σ × the layer's RMS at init; "
+                        "relative-rms (or rms): std = σ × the layer's current RMS √(‖W‖²/entries), which grows "
+                        "with training (exact: the expectation holds for any weights)")
     p.add_argument("--max-steps", type=cli.pos_int, default=20000, help="last GD step considered (default 20000)")
     cli.add_output_args(p)
     p.set_defaults(run=run_predict)
@@ -61,7 +72,7 @@ def run_predict(args):
     teacher = cli.teacher_from_args(args)
     schedule = cli.schedule_from_args(args, args.max_steps)
     pred = predict(teacher, args.lr, args.sigma, args.max_steps, args.init_strength, args.d_hidden,
-                   args.sigma2, schedule)
+                   args.sigma2, schedule, noise=PREDICT_NOISE[args.noise])
     payload = pred.to_dict()
     payload.update(singular_values=teacher.s, lr=args.lr, sigma=args.sigma,
                    sigma2=args.sigma if args.sigma2 is None else args.sigma2, schedule=args.schedule)
@@ -71,6 +82,9 @@ def run_predict(args):
         ["harmful modes (s_i < s*)", ", ".join(map(str, pred.harmful_modes)) or "none"],
         ["inflection step (exact argmin)", pred.inflection_step],
         ["inflection step estimate", pred.inflection_step_estimate],
+        ["  error band of the estimate", "±(5% + 2 steps) on the family in --json"],
+        ["  note", pred.inflection_estimate_note],
+        ["noise std on W1, W2 at the inflection", ", ".join(f"{x:.4g}" for x in pred.noise_std_at_inflection)],
         ["min E[L_pert]", pred.min_expected_perturbed_loss],
         [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],
         ["rise (final − min)", pred.rise],

@@ -6,9 +6,12 @@ import dataclasses
 
 import numpy as np
 
-from ._thresholds import critical_singular_value, modal_expected_perturbed_loss
-from ._predict import inflection_step_estimate, summarize_path
+from ._closed_form import initial_strengths
+from ._inflection import inflection_estimate
+from ._thresholds import critical_singular_value
+from ._predict import summarize_path
 from ._schedules import KINDS, Schedule
+from ._sweep import _values
 from ._teacher import Teacher
 from ._trajectory import modal_loss
 
@@ -23,15 +26,21 @@ class PhaseDiagram:
     """E[L_pert] over a (σ, step) grid for σ1 = σ2 = σ, whitened or co-diagonal inputs.
 
     Attributes:
-      sigmas: (S,) absolute noise std per weight entry.
+      sigmas: (S,) noise std per weight entry ("absolute"), or the factor γ of the layer's
+        RMS at init ("init") or its current RMS ("rms").
       steps: (T,) GD steps of the grid (log-spaced).
       expected_perturbed_loss: (S, T).
       clean_loss: (T,) the loss without noise.
       mode_strengths: (T, r) along the exact GD map.
-      critical_singular_value: (S,) s*(σ) = σ²(d_in + d_out).
+      critical_singular_value: (S,) s*(σ) = σ²(d_in + d_out) (whitened; for co-diagonal inputs
+        the threshold of the mode nearest to it is not a scalar, see `predict`), with the
+        noise stds at the inflection step (they change along the path for "rms" only).
       inflection_step: (S,) exact argmin over all steps 0 … max_steps (not only the grid).
-      inflection_step_estimate: (S,) ln(s*/a0)/(2 s* lr).
+      inflection_step_estimate: (S,) the estimate of `_inflection.py` (constant rate; −1 for
+        a decaying schedule).
       mode_learning_steps: (r,) first step with a_i ≥ target/2, −1 if not by max_steps.
+      noise: "absolute", "init" or "rms".
+      noise_std: (S, T, 2) the stds on W1 and W2 entries at each grid point.
     """
 
     sigmas: np.ndarray
@@ -43,6 +52,8 @@ class PhaseDiagram:
     inflection_step: np.ndarray
     inflection_step_estimate: np.ndarray
     mode_learning_steps: np.ndarray
+    noise: str = "absolute"
+    noise_std: np.ndarray | None = None
 
 
 def phase_diagram(
@@ -54,16 +65,28 @@ def phase_diagram(
     init_strength: float = 1e-6,
     d_hidden: int | None = None,
     schedule: Schedule | None = None,
+    noise: str = "absolute",
 ) -> PhaseDiagram:
-    """Expected perturbed loss for every σ in `sigmas` along one exact GD trajectory."""
+    """Expected perturbed loss for every σ in `sigmas` along one exact GD trajectory (one
+    fused pass, `_sweep.py`). noise: "absolute" (σ is the std per entry), "init" or "rms"
+    (σ is the factor γ of the layer's RMS at init or along the path; exact)."""
     schedule = schedule or Schedule()
     sigmas = np.asarray(sigmas, dtype=np.float64)
     h = teacher.rank if d_hidden is None else d_hidden
     steps = log_steps(max_steps, n_steps)
-    summary = summarize_path(teacher, lr, max_steps, sigmas, None, init_strength, d_hidden, schedule, steps)
-    a = summary.recorded_strengths
-    epl = modal_expected_perturbed_loss(teacher, a[None], h, sigmas[:, None])
-    s_star = np.array([critical_singular_value(teacher.d_in, teacher.d_out, x) for x in sigmas])
+    summary = summarize_path(teacher, lr, max_steps, sigmas, None, init_strength, d_hidden, schedule, steps,
+                             noise=noise)
+    a, grid = summary.recorded_strengths, summary.noise
+    trace = float(teacher.d_in - teacher.rank + teacher.variances.sum())
+    epl = _values(a, teacher.s, teacher.variances, teacher.targets, grid.p1, grid.q1, grid.p2, grid.q2, trace,
+                  teacher.d_out, h)
+    total = summary.argmin_strengths.sum(1)
+    std1, std2 = np.sqrt(grid.p1 + grid.q1 * total), np.sqrt(grid.p2 + grid.q2 * total)
+    s_star = np.array([critical_singular_value(teacher.d_in, teacher.d_out, x, y) for x, y in zip(std1, std2)])
+    a0 = initial_strengths(teacher, init_strength, d_hidden)
+    estimate = np.full(sigmas.shape, -1, dtype=np.int64)
+    if schedule.kind == "constant":
+        estimate = inflection_estimate(teacher, lr, a0, grid, h, max_steps)
     return PhaseDiagram(
         sigmas=sigmas,
         steps=steps,
@@ -72,8 +95,10 @@ def phase_diagram(
         mode_strengths=a,
         critical_singular_value=np.asarray(s_star),
         inflection_step=summary.inflection_step,
-        inflection_step_estimate=inflection_step_estimate(s_star, init_strength, lr),
+        inflection_step_estimate=estimate,
         mode_learning_steps=summary.mode_learning_steps,
+        noise=grid.kind,
+        noise_std=np.stack(grid.stds(a.sum(1)), axis=-1),
     )
 
 

@@ -123,6 +123,7 @@ class SweepResult:
       first_crossing: (M, r) first step with a_i ≥ thresholds[m, i], −1 if never.
       final_strengths: (r,) a at max_steps.
       recorded_strengths: (K, r) a at the requested steps, or None.
+      argmin_strengths: (S, r) a at each setting's argmin step.
     """
 
     min_value: np.ndarray
@@ -131,6 +132,7 @@ class SweepResult:
     first_crossing: np.ndarray
     final_strengths: np.ndarray
     recorded_strengths: np.ndarray | None
+    argmin_strengths: np.ndarray
 
 
 def _values(A, s, d, t, p1, q1, p2, q2, trace, d_out, h):
@@ -156,7 +158,7 @@ def _advance(state, k_end, n_blocks, s, d, t, lr, noise, thresholds, trace, d_ou
         return a, a
 
     def one_block(_, st):
-        a, k0, best, best_k, first, _last = st
+        a, k0, best, best_k, best_a, first, _last = st
         a, A = jax.lax.scan(step, a, k0 + rows)
         v = _values(A, s, d, t, p1, q1, p2, q2, trace, d_out, h)  # (S, block)
         vmin = v.min(1)
@@ -164,8 +166,8 @@ def _advance(state, k_end, n_blocks, s, d, t, lr, noise, thresholds, trace, d_ou
         better = vmin < best
         hit = jnp.min(jnp.where(A[:, None, :] >= thresholds[None], rows[:, None, None], block), 0)
         first = jnp.where((first < 0) & (hit < block), k0 + 1 + hit, first)
-        return (a, k0 + block, jnp.where(better, vmin, best), jnp.where(better, k0 + 1 + at, best_k), first,
-                v[:, -1])
+        return (a, k0 + block, jnp.where(better, vmin, best), jnp.where(better, k0 + 1 + at, best_k),
+                jnp.where(better[:, None], A[at], best_a), first, v[:, -1])
 
     return jax.lax.fori_loop(0, n_blocks, one_block, state)
 
@@ -227,7 +229,8 @@ def sweep(
               jnp.asarray(thr), np.float64(trace), np.float64(teacher.d_out), np.float64(d_hidden))
     a = pad(a0, rp, 0.0)
     v0 = _values(a[None], s, d, t, *grid, trace, teacher.d_out, d_hidden)[:, 0]
-    state = (a, np.int64(0), v0, np.zeros(sp, np.int64), np.where(a[None] >= thr, 0, -1).astype(np.int64), v0)
+    state = (a, np.int64(0), v0, np.zeros(sp, np.int64), np.repeat(a[None], sp, 0),
+             np.where(a[None] >= thr, 0, -1).astype(np.int64), v0)
 
     stops = np.unique(np.concatenate([record, [max_steps]]))
     recorded = np.empty((record.size, rp))
@@ -254,7 +257,7 @@ def sweep(
             recorded[record == stop] = np.asarray(state[0])
     if bar is not None:
         bar.close()
-    a, _, best, best_k, first, last = (np.asarray(x) for x in state)
+    a, _, best, best_k, best_a, first, last = (np.asarray(x) for x in state)
     S = n_noise
     return SweepResult(best[:S], best_k[:S], last[:S], first[:, :r], a[:r],
-                       recorded[:, :r] if record_steps is not None else None)
+                       recorded[:, :r] if record_steps is not None else None, best_a[:S, :r])
