@@ -23,7 +23,9 @@ Prints, each against the obvious numpy program:
    an elementwise loop can reach, since it cannot use FMA at the matmul's rate.
 
 The machine is shared: the load average is printed first, and CPU times are printed next
-to wall times (CPU time is less sensitive to other processes on the same cores).
+to wall times (CPU time is less sensitive to other processes on the same cores). Every
+child process runs before this process imports JAX or numpy: a forked child's peak RSS
+counts the parent's pages until it execs, so the parent stays small (≈ 10 MB) meanwhile.
 """
 
 from __future__ import annotations
@@ -168,12 +170,6 @@ def main():
         row("linear-theory predict", f"{r}×{n:.0e}", *pr,
             f"wall {pr[0] / np_run[0]:.2f}× numpy, CPU {pr[1] / np_run[1]:.2f}×")
 
-    # 2. the fused sweep after compilation.
-    print("\n2. fused sweep after compilation, 2000 modes (in process; mode-steps/s, best of 3)")
-    rates = sweep_rates(quick)
-    for block, (w, c) in rates.items():
-        print(f"   BLOCK = {block:>3}: {w:.3g} per wall s, {c:.3g} per CPU s")
-
     # 3. start-up.
     header("3. start-up (best of 5 processes)")
     for name, args in (("import linear_theory", [sys.executable, "-c", "import linear_theory"]),
@@ -198,6 +194,12 @@ def main():
                                   ("cache warm", ("--compile-cache", cache), None)):
             res = run_process(cli(*sim, *extra), env)
             row(f"linear-theory simulate ({label})", f"{n}³×{steps}", *res, f"wall {res[0] / np_gd[0]:.2f}× numpy")
+
+    # 2. the fused sweep after compilation.
+    print("\n2. fused sweep after compilation, 2000 modes (in process; mode-steps/s, best of 3)")
+    rates = sweep_rates(quick)
+    for block, (w, c) in rates.items():
+        print(f"   BLOCK = {block:>3}: {w:.3g} per wall s, {c:.3g} per CPU s")
 
     # 5. fraction of the hardware limit.
     peak = peak_flops(quick)
