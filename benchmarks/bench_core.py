@@ -161,14 +161,18 @@ def main():
     # 1. predict, whole process, against the numpy loop.
     header("1. predict, 2000 modes, whole process (cache off) vs numpy loop process")
     r = 2000
+    warm = tempfile.mkdtemp(prefix="lt-bench-cache-")
     for n in ((10_000, 100_000) if quick else (100_000, 1_000_000)):
         np_run = run_process([sys.executable, "-c", NUMPY_LOOP, str(r), str(n)])
         row("numpy loop (min of perturbed loss)", f"{r}×{n:.0e}", *np_run)
-        pr = run_process(cli("predict", "--spectrum", f"power:{r}:1:1", "--d-in", str(r), "--d-out", str(r),
-                             "--d-hidden", str(r), "--lr", "0.5", "--sigma", "0.01", "--max-steps", str(n), "--json"),
-                         off)
-        row("linear-theory predict", f"{r}×{n:.0e}", *pr,
-            f"wall {pr[0] / np_run[0]:.2f}× numpy, CPU {pr[1] / np_run[1]:.2f}×")
+        args = ("predict", "--spectrum", f"power:{r}:1:1", "--d-in", str(r), "--d-out", str(r), "--d-hidden", str(r),
+                "--lr", "0.5", "--sigma", "0.01", "--max-steps", str(n), "--json")
+        for label, extra, env in (("cache off", (), off), ("cache warm", ("--compile-cache", warm), None)):
+            if label == "cache warm":
+                run_process(cli(*args[:-3], "--max-steps", "10", "--json", *extra))  # fills the cache
+            pr = run_process(cli(*args, *extra), env)
+            row(f"linear-theory predict ({label})", f"{r}×{n:.0e}", *pr,
+                f"wall {pr[0] / np_run[0]:.2f}× numpy, CPU {pr[1] / np_run[1]:.2f}×")
 
     # 3. start-up.
     header("3. start-up (best of 5 processes)")
@@ -187,13 +191,16 @@ def main():
         n, steps = 256, (200 if quick else 2000)
         np_gd = run_process([sys.executable, "-c", NUMPY_GD, str(n), str(steps)])
         row("numpy loop", f"{n}³×{steps}", *np_gd)
+        one = run_process([sys.executable, "-c", NUMPY_GD, str(n), str(steps)], {"OPENBLAS_NUM_THREADS": "1"})
+        row("numpy loop, one BLAS thread", f"{n}³×{steps}", *one, "(2 BLAS threads can thrash on a busy machine)")
         sim = ("simulate", "--d-in", str(n), "--d-hidden", str(n), "--d-out", str(n), "--spectrum",
                f"power:{n}:1:1", "--init", "random", "--init-std", "1e-3", "--lr", "0.5", "--checkpoints",
                str(steps), "--json")
         for label, extra, env in (("cache off", (), off), ("cache cold", ("--compile-cache", cache), None),
                                   ("cache warm", ("--compile-cache", cache), None)):
             res = run_process(cli(*sim, *extra), env)
-            row(f"linear-theory simulate ({label})", f"{n}³×{steps}", *res, f"wall {res[0] / np_gd[0]:.2f}× numpy")
+            row(f"linear-theory simulate ({label})", f"{n}³×{steps}", *res,
+                f"wall {res[0] / np_gd[0]:.2f}× numpy, {res[0] / one[0]:.2f}× numpy 1 thread")
 
     # 2. the fused sweep after compilation.
     print("\n2. fused sweep after compilation, 2000 modes (in process; mode-steps/s, best of 3)")
