@@ -12,7 +12,7 @@ import numpy as np
 from ._closed_form import initial_strengths
 from ._gd_map import check_lr
 from ._inflection import ESTIMATE_BAND_TEXT, STEP0_REASON, inflection_estimate, starts_at_step_0
-from ._thresholds import critical_singular_value, harmful_modes, modal_expected_perturbed_loss, rise_bound_terms
+from ._thresholds import critical_singular_value, harmful_modes, rise_bound_terms
 from ._schedules import CONSTANT, Schedule
 from ._sweep import NoiseGrid, noise_grid, sweep
 from ._teacher import Teacher
