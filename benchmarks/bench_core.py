@@ -1,91 +1,230 @@
-"""Core solver speed, measured side by side in one run on this machine.
+"""Core speed, measured side by side in one run on this machine (issue 12's targets).
 
     python benchmarks/bench_core.py [--quick]
 
-Prints: closed-form evaluations per second (modes × times), exact GD-map steps per
-second, full-matrix GD steps per second at n = 64 and 256 (d_in = h = d_out = n) for the
-JAX scan and for a plain numpy loop, and the achieved FLOP/s of the JAX run as a fraction
-of a large float64 jnp.dot's FLOP/s. One GD step costs 6n³ flops (W2W1, GW1ᵀ, W2ᵀG).
+Prints, each against the obvious numpy program:
+
+1. `linear-theory predict` over 2000 modes × 10⁵ and 10⁶ steps as a whole process
+   (start-up, compilation with the compilation cache off, the sweep, output) against a
+   numpy loop over steps that updates the vector of modes and keeps the minimum of the
+   perturbed loss and each mode's learning step, also a whole process: wall time, CPU
+   time and peak memory (ru_maxrss of that child, from os.wait4).
+2. The fused sweep itself after compilation (in this process): mode-steps per second
+   for a few block sizes (`_sweep.BLOCK`; the scan is tuned by this table).
+3. Start-up: `import linear_theory`, `linear-theory --help` (best of 5 processes), and a
+   small `predict` run with the persistent compilation cache cold and then warm.
+4. Full-matrix GD at d_in = h = d_out = 256, 2000 steps, whole process
+   (`linear-theory simulate`, cache off and warm) against a numpy loop process.
+5. The fraction of the hardware limit: the peak is the float64 FLOP rate of the largest
+   of a few square matmuls (jnp and numpy, n = 1024 and 2048, best of 5 after a warm-up,
+   each timed to block_until_ready), which is what the GD step is made of (6n³ flops per
+   step: W2W1, W2ᵀG, GW1ᵀ). The sweep does about 13 flops per mode-step (map 6, loss and
+   the two sums 7), so its fraction is 13 × mode-steps/s / peak — an upper bound on what
+   an elementwise loop can reach, since it cannot use FMA at the matmul's rate.
+
+The machine is shared: the load average is printed first, and CPU times are printed next
+to wall times (CPU time is less sensitive to other processes on the same cores). Every
+child process runs before this process imports JAX or numpy: a forked child's peak RSS
+counts the parent's pages until it execs, so the parent stays small (≈ 10 MB) meanwhile.
 """
 
+from __future__ import annotations
+
 import argparse
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+ROOT = Path(__file__).resolve().parents[1]
 
-from linear_theory._closed_form import flow_strengths
-from linear_theory._gd_full import simulate_gd
-from linear_theory._gd_map import gd_modes
-from linear_theory._teacher import make_teacher, power_law_spectrum
+NUMPY_LOOP = """
+import sys, numpy as np
+r, n = int(sys.argv[1]), int(sys.argv[2])
+s = 1.0 / np.arange(1, r + 1)             # power:r:1:1
+lr, sigma, a0, d_in, d_out, h = 0.5, 0.01, 1e-6, r, r, r
+a = np.full(r, a0)
+c = 0.5 * sigma**2 * (d_in + d_out)
+const = 0.5 * sigma**4 * d_in * h * d_out
+best, best_k = 0.5 * np.sum((a - s) ** 2) + c * np.sum(a) + const, 0
+learned = np.full(r, -1)
+for k in range(1, n + 1):
+    a = a * (1.0 + lr * (s - a)) ** 2
+    v = 0.5 * np.sum((a - s) ** 2) + c * np.sum(a) + const
+    if v < best:
+        best, best_k = v, k
+    new = (learned < 0) & (a >= s / 2)
+    learned[new] = k
+print(best_k, best)
+"""
+
+NUMPY_GD = """
+import sys, numpy as np
+n, steps = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+q = lambda k: np.linalg.qr(rng.standard_normal((n, k)))[0]
+A = (q(n) * (1.0 / np.arange(1, n + 1))) @ q(n).T
+W1 = 1e-3 * rng.standard_normal((n, n))
+W2 = 1e-3 * rng.standard_normal((n, n))
+for _ in range(steps):
+    G = W2 @ W1 - A
+    W1, W2 = W1 - 0.5 * (W2.T @ G), W2 - 0.5 * (G @ W1.T)
+print(0.5 * np.sum((W2 @ W1 - A) ** 2))
+"""
 
 
-def best_of(fn, repeats=3):
-    fn()  # warm-up / compile
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def run_process(args, env=None):
+    """(wall s, CPU s, peak RSS MB) of one child process (its own rusage, via os.wait4)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{args} failed: {err[-500:]}")
+    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
 
 
-def matmul_flops(n=2048):
+def cli(*args):
+    return [sys.executable, "-m", "linear_theory.cli", *args]
+
+
+def row(name, size, wall, cpu, mem, note=""):
+    print(f"{name:<44} {size:>14} {wall:>9.3f} {cpu:>9.3f} {mem:>9.0f}  {note}", flush=True)
+
+
+def header(title):
+    print(f"\n{title}\n{'':<44} {'size':>14} {'wall s':>9} {'CPU s':>9} {'peak MB':>9}", flush=True)
+
+
+def peak_flops(quick):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    best = 0.0
     with jax.enable_x64(True):
-        a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)))
-        f = jax.jit(lambda x: x @ x)
-        t = best_of(lambda: f(a).block_until_ready())
-    return 2 * n**3 / t
+        for n in (1024,) if quick else (1024, 2048):
+            x = np.random.default_rng(0).standard_normal((n, n))
+            xj = jnp.asarray(x)
+            f = jax.jit(lambda a: a @ a)
+            for fn in (lambda: f(xj).block_until_ready(), lambda: x @ x):
+                fn()
+                t = min(_timed(fn) for _ in range(5))
+                best = max(best, 2 * n**3 / t)
+    return best
 
 
-def numpy_gd(teacher, h, lr, steps, seed=0):
-    rng = np.random.default_rng(seed)
-    A = teacher.matrix
-    W1 = 1e-3 * rng.standard_normal((h, teacher.d_in))
-    W2 = 1e-3 * rng.standard_normal((teacher.d_out, h))
-    for _ in range(steps):
-        G = W2 @ W1 - A
-        W1, W2 = W1 - lr * (W2.T @ G), W2 - lr * (G @ W1.T)
-    return W1, W2
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def sweep_rates(quick):
+    """Mode-steps/s of the fused sweep after compilation, per block size."""
+    import numpy as np
+
+    import linear_theory._sweep as sw
+    from linear_theory import Teacher, power_law_spectrum
+    from linear_theory._predict import summarize_path
+
+    r, n = 2000, (20_000 if quick else 200_000)
+    t = Teacher(np.eye(r), power_law_spectrum(r), np.eye(r))
+    rates = {}
+    default = sw.BLOCK
+    for block in (16, 32, 64, 128):
+        sw.BLOCK = block
+        summarize_path(t, 0.5, 100, 0.01, d_hidden=r)  # compile
+        wall, cpu = [], []
+        for _ in range(3):
+            t0, c0 = time.perf_counter(), time.process_time()
+            summarize_path(t, 0.5, n, 0.01, d_hidden=r)
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        rates[block] = (r * n / min(wall), r * n / min(cpu))
+    sw.BLOCK = default
+    return rates
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
-    q = ap.parse_args().quick
-    rows = []
+    quick = ap.parse_args().quick
+    print(f"load average (1, 5, 15 min): {os.getloadavg()}; {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    off = {"LINEAR_THEORY_COMPILE_CACHE": "off"}
 
-    modes, times = (100, 1000) if q else (1000, 10000)
-    s = power_law_spectrum(modes)[None, :]
-    t = np.linspace(0, 100, times)[:, None]
-    dt = best_of(lambda: flow_strengths(s, 1e-6, t))
-    rows.append(("closed form (numpy)", f"{modes}×{times}", modes * times / dt, "evaluations/s"))
+    # 1. predict, whole process, against the numpy loop.
+    header("1. predict, 2000 modes, whole process (cache off) vs numpy loop process")
+    r = 2000
+    warm = tempfile.mkdtemp(prefix="lt-bench-cache-")
+    for n in ((10_000, 100_000) if quick else (100_000, 1_000_000)):
+        np_run = run_process([sys.executable, "-c", NUMPY_LOOP, str(r), str(n)])
+        row("numpy loop (min of perturbed loss)", f"{r}×{n:.0e}", *np_run)
+        args = ("predict", "--spectrum", f"power:{r}:1:1", "--d-in", str(r), "--d-out", str(r), "--d-hidden", str(r),
+                "--lr", "0.5", "--sigma", "0.01", "--max-steps", str(n), "--json")
+        for label, extra, env in (("cache off", (), off), ("cache warm", ("--compile-cache", warm), None)):
+            if label == "cache warm":
+                run_process(cli(*args[:-3], "--max-steps", "10", "--json", *extra))  # fills the cache
+            pr = run_process(cli(*args, *extra), env)
+            row(f"linear-theory predict ({label})", f"{r}×{n:.0e}", *pr,
+                f"wall {pr[0] / np_run[0]:.2f}× numpy, CPU {pr[1] / np_run[1]:.2f}×")
 
-    teacher = make_teacher(power_law_spectrum(100), 100, 100)
-    n_steps = 10_000 if q else 1_000_000
-    dt = best_of(lambda: gd_modes(teacher, 0.5, [n_steps]))
-    rows.append(("exact GD map (jax scan, 100 modes)", f"{n_steps} steps", n_steps / dt, "steps/s"))
+    # 3. start-up.
+    header("3. start-up (best of 5 processes)")
+    for name, args in (("import linear_theory", [sys.executable, "-c", "import linear_theory"]),
+                       ("linear-theory --help", cli("--help"))):
+        runs = [run_process(args) for _ in range(5)]
+        row(name, "", min(x[0] for x in runs), min(x[1] for x in runs), max(x[2] for x in runs))
+    small = ("predict", "--singular-values", "2,1,0.5,0.2,0.1", "--sigma", "0.05", "--json")
+    with tempfile.TemporaryDirectory() as cache:
+        row("predict (5 modes, 2·10⁴ steps), cache off", "", *run_process(cli(*small), off))
+        row("  same, cache cold (compiles and writes)", "", *run_process(cli(*small, "--compile-cache", cache)))
+        row("  same, second identical run (cache warm)", "", *run_process(cli(*small, "--compile-cache", cache)))
 
-    peak = matmul_flops(1024 if q else 2048)
-    rows.append(("large jnp.dot float64", "2048²" if not q else "1024²", peak, "FLOP/s"))
-    for n, steps, np_steps in ((64, 20000, 2000), (256, 2000, 200)):
-        if q:
-            steps, np_steps = steps // 10, np_steps // 10
-        teacher = make_teacher(power_law_spectrum(n), n, n)
-        dt_jax = best_of(lambda: simulate_gd(teacher, n, 0.5, [steps], init="random", init_std=1e-3), repeats=2)
-        dt_np = best_of(lambda: numpy_gd(teacher, n, 0.5, np_steps), repeats=2)
-        sps_jax, sps_np = steps / dt_jax, np_steps / dt_np
-        flops = 6 * n**3 * sps_jax
-        rows.append((f"full GD n={n} (jax scan)", f"{steps} steps", sps_jax,
-                     f"steps/s; {flops:.3g} FLOP/s = {flops / peak:.1%} of jnp.dot"))
-        rows.append((f"full GD n={n} (numpy loop)", f"{np_steps} steps", sps_np,
-                     f"steps/s; jax/numpy = {sps_jax / sps_np:.2f}×"))
+        # 4. full-matrix GD.
+        header("4. full-matrix GD, d_in = h = d_out = 256, whole process")
+        n, steps = 256, (200 if quick else 2000)
+        np_gd = run_process([sys.executable, "-c", NUMPY_GD, str(n), str(steps)])
+        row("numpy loop", f"{n}³×{steps}", *np_gd)
+        one = run_process([sys.executable, "-c", NUMPY_GD, str(n), str(steps)], {"OPENBLAS_NUM_THREADS": "1"})
+        row("numpy loop, one BLAS thread", f"{n}³×{steps}", *one, "(2 BLAS threads can thrash on a busy machine)")
+        sim = ("simulate", "--d-in", str(n), "--d-hidden", str(n), "--d-out", str(n), "--spectrum",
+               f"power:{n}:1:1", "--init", "random", "--init-std", "1e-3", "--lr", "0.5", "--checkpoints",
+               str(steps), "--json")
+        for label, extra, env in (("cache off", (), off), ("cache cold", ("--compile-cache", cache), None),
+                                  ("cache warm", ("--compile-cache", cache), None)):
+            res = run_process(cli(*sim, *extra), env)
+            row(f"linear-theory simulate ({label})", f"{n}³×{steps}", *res,
+                f"wall {res[0] / np_gd[0]:.2f}× numpy, {res[0] / one[0]:.2f}× numpy 1 thread")
 
-    print(f"device: {jax.devices()[0]}, float64")
-    w = max(len(r[0]) for r in rows)
-    for name, size, rate, unit in rows:
-        print(f"{name:<{w}}  {size:>16}  {rate:>12.4g}  {unit}")
+    # 2. the fused sweep after compilation.
+    print("\n2. fused sweep after compilation, 2000 modes (in process; mode-steps/s, best of 3)")
+    rates = sweep_rates(quick)
+    for block, (w, c) in rates.items():
+        print(f"   BLOCK = {block:>3}: {w:.3g} per wall s, {c:.3g} per CPU s")
+
+    # 5. fraction of the hardware limit.
+    peak = peak_flops(quick)
+    print(f"\n5. peak: float64 matmul {peak:.3g} FLOP/s (max over jnp/numpy, n = 1024, 2048; best of 5)")
+    best_wall = max(w for w, _ in rates.values())
+    print(f"   fused sweep: 13 flops/mode-step × {best_wall:.3g} mode-steps/s = {13 * best_wall:.3g} FLOP/s = "
+          f"{13 * best_wall / peak:.1%} of peak")
+    import numpy as np
+
+    from linear_theory import make_teacher, power_law_spectrum, simulate_gd
+
+    t = make_teacher(power_law_spectrum(n), n, n)
+    simulate_gd(t, n, 0.5, [steps], init="random", init_std=1e-3)
+    dt = min(_timed(lambda: simulate_gd(t, n, 0.5, [steps], init="random", init_std=1e-3)) for _ in range(2))
+    flops = 6 * n**3 * steps / dt
+    print(f"   full GD scan (after compilation): {steps / dt:.3g} steps/s, {flops:.3g} FLOP/s = {flops / peak:.1%} of peak")
+    print(f"\nload average at the end: {os.getloadavg()}")
+    del np
 
 
 if __name__ == "__main__":

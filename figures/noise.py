@@ -19,8 +19,7 @@ from linear_theory import (
     monte_carlo_perturbed_loss,
     sensitivity_from_norms,
 )
-from linear_theory import log_steps
-from linear_theory import inflection_step_estimate, summarize_path
+from linear_theory import initial_strengths, inflection_estimate, log_steps, summarize_path
 
 from . import _style as st
 from ._output import config_dict
@@ -137,7 +136,8 @@ def make_u_shape(config: UShapeConfig = UShapeConfig()):
     s, sigmas = teacher.s, np.asarray(c.sigmas, dtype=float)
     summary = summarize_path(teacher, c.lr, c.max_steps, sigmas, None, c.init_strength, c.d_hidden)
     s_star = np.array([float(critical_singular_value(c.d_in, c.d_out, x)) for x in sigmas])
-    estimate = inflection_step_estimate(s_star, c.init_strength, c.lr)
+    a0 = initial_strengths(teacher, c.init_strength, c.d_hidden)
+    estimate = inflection_estimate(teacher, c.lr, a0, summary.noise, c.d_hidden, c.max_steps)
     steps = np.union1d(log_steps(c.max_steps, c.n_lines), summary.inflection_step)
     traj = gd_modes(teacher, c.lr, steps, c.init_strength, c.d_hidden)
     epl = modal_expected_perturbed_loss(teacher, traj.mode_strengths[None], c.d_hidden, sigmas[:, None])
@@ -155,7 +155,7 @@ def make_u_shape(config: UShapeConfig = UShapeConfig()):
             ax.axvline(estimate[k], color=colors[k], ls="--", lw=0.9, alpha=0.8)
     ax.plot(x, clean, color=st.THEORY_COLOR, ls="-.", lw=1.2, label="clean loss L (no noise)")
     ax.plot([], [], "o", color="0.3", ms=7, mec="white", label="inflection step, exact argmin over steps")
-    ax.plot([], [], "--", color="0.3", lw=0.9, label=r"estimate $\ln(s^*/a_0)/(2 s^* \eta)$")
+    ax.plot([], [], "--", color="0.3", lw=0.9, label="estimate (flow on per-mode clocks)")
     ax.set_yscale("log")
     lo = min(epl.min(), np.min(clean[clean > 0], initial=np.inf))
     ax.set_ylim(max(lo / 1.5, 0.3 * epl.min()), 1.6 * max(epl.max(), clean.max()))

@@ -1,7 +1,8 @@
 """Figure 4, the phase diagram: E[L_pert] over (σ, steps) along one exact GD trajectory.
 
 Overlaid: the exact inflection step for every σ (argmin over all steps), its analytic
-estimate ln(s*/a0)/(2 s* lr), and the learning step of each mode. The right axis reads σ
+estimate (closed-form flow on per-mode clocks, `linear_theory._inflection`), and the
+learning step of each mode. The right axis reads σ
 as the critical singular value s*(σ) = σ²(d_in + d_out): a mode whose s_i lies below it
 is harmful (THEORY.md §4). Each mode's learning step is dotted at the σ where s*(σ) = s_i,
 the point where the theory says the turn should be.
@@ -72,7 +73,7 @@ def make_phase(config: PhaseConfig = PhaseConfig()):
         cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _, on=label_minor: f"{v:g}" if on else ""))
         ax.plot(np.maximum(pd.inflection_step, 1), sigmas, color="white", lw=2.0, label="inflection step (exact)")
         ax.plot(pd.inflection_step_estimate, sigmas, color="#7fdbff", ls="--", lw=1.5,
-                label=r"estimate $\ln(s^*/a_0)/(2 s^* \eta)$")
+                label="estimate (flow on per-mode clocks)")
         for i, k in enumerate(pd.mode_learning_steps):
             if k > 0:
                 col = st.mode_color(s[i])

@@ -69,6 +69,7 @@ _EXPORTS = {
     "rise_bound_terms": "_thresholds",
     "Prediction": "_predict",
     "inflection_step_estimate": "_predict",
+    "inflection_estimate": "_inflection",
     "predict": "_predict",
     "summarize_path": "_predict",
     "PhaseDiagram": "_phase",

@@ -7,16 +7,19 @@ import numpy as np
 from . import cli
 from .output import wrap
 
+PREDICT_NOISE = {"absolute": "absolute", "relative-init": "init", "relative-rms": "rms", "init": "init", "rms": "rms"}
+
 
 def add_commands(sub):
     p = sub.add_parser(
         "predict",
         help="predict the critical singular value, harmful modes and the inflection step under noise",
-        description="Along exact GD from aligned balanced init (THEORY.md §3), with absolute Gaussian noise "
-        "of std σ on every entry of W1 and W2: the critical singular value s* = σ²(d_in + d_out) (σ1²d_in + "
+        description="Along exact GD from aligned balanced init (THEORY.md §3), with Gaussian noise on every "
+        "entry of W1 and W2 (std σ, or γ × the layer's RMS at init or now with --noise): the critical singular value s* = σ²(d_in + d_out) (σ1²d_in + "
         "σ2²d_out in general), the harmful modes (s_i < s*, 0-based, among the h modes the width can learn), "
         "each mode's learning step (first step with a_i ≥ s_i/2), the inflection step (exact argmin over all "
-        "steps 0…max-steps of the expected perturbed loss) and its estimate ln(s*/a0)/(2 s* lr). "
+        "steps 0…max-steps of the expected perturbed loss) and its estimate (closed-form flow on per-mode clocks; error band "
+        "stated in the output; 0 when no mode has s_i > s*/2). "
         "With --input-variances d_i (co-diagonal Σx = V diag(d) Vᵀ + I − VVᵀ; s_i are then the singular "
         "values of Σyx): mode i converges to s_i/d_i and is learned when a_i ≥ s_i/(2 d_i); one threshold per "
         "mode, s*_i = σ1² tr(Σx) + σ2² d_out d_i; E[L_pert] = ½Σ d_i(a_i − s_i/d_i)² + ½[σ2² d_out Σ d_i a_i + "
@@ -29,8 +32,14 @@ def add_commands(sub):
     cli.add_teacher_args(p)
     cli.add_init_args(p, with_random=False, with_lambda=True)
     cli.add_schedule_args(p)
-    p.add_argument("--sigma", type=cli.nonneg, required=True, help="noise std per entry of W1 (and W2), weight units")
-    p.add_argument("--sigma2", type=cli.nonneg, help="noise std per entry of W2 (default: --sigma)")
+    p.add_argument("--sigma", type=cli.nonneg, required=True,
+                   help="noise scale on W1 (and W2): std per entry in weight units (--noise absolute), or the "
+                        "factor γ (relative kinds); must not be 0")
+    p.add_argument("--sigma2", type=cli.nonneg, help="noise scale on W2 (default: --sigma)")
+    p.add_argument("--noise", choices=tuple(PREDICT_NOISE), default="absolute",
+                   help="absolute (default): std = σ; relative-init (or init): std = σ × the layer's RMS at init; "
+                        "relative-rms (or rms): std = σ × the layer's current RMS √(‖W‖²/entries), which grows "
+                        "with training (exact: the expectation holds for any weights)")
     p.add_argument("--max-steps", type=cli.pos_int, default=20000, help="last GD step considered (default 20000)")
     p.add_argument("--depth", type=cli.pos_int, default=2,
                    help="layers N of the chain W_N⋯W_1 (default 2). N ≥ 3: noise σ on every layer, exact per-mode GD "
@@ -86,13 +95,8 @@ def run_predict(args):
         return _run_predict_deep(args, teacher, schedule)
     if args.lam != 0:
         return _run_predict_lambda(args, teacher, schedule)
-    if args.max_steps >= 10**6:
-        import sys
-
-        sys.stderr.write(f"linear-theory predict: scanning every GD step 0…{args.max_steps} of {teacher.rank} modes "
-                         f"(≈ 1 s per 10⁷ mode-steps on one CPU core)…\n")
     pred = predict(teacher, args.lr, args.sigma, args.max_steps, args.init_strength, args.d_hidden,
-                   args.sigma2, schedule)
+                   args.sigma2, schedule, noise=PREDICT_NOISE[args.noise])
     payload = pred.to_dict()
     payload.update(singular_values=teacher.s, lr=args.lr, sigma=args.sigma,
                    sigma2=args.sigma if args.sigma2 is None else args.sigma2, schedule=args.schedule)
@@ -104,6 +108,9 @@ def run_predict(args):
         ["harmful modes (s_i < s*)", ", ".join(map(str, pred.harmful_modes)) or "none"],
         ["inflection step (exact argmin, GD steps)", pred.inflection_step],
         ["inflection step estimate (GD steps)", pred.inflection_step_estimate],
+        ["  error band of the estimate", "±(5% + 2 steps) on the family in --json"],
+        ["  note", pred.inflection_estimate_note],
+        ["noise std on W1, W2 at the inflection", ", ".join(f"{x:.4g}" for x in pred.noise_std_at_inflection)],
         ["min E[L_pert] (loss units)", pred.min_expected_perturbed_loss],
         [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],
         ["rise (final − min)", pred.rise],

@@ -7,10 +7,11 @@ import dataclasses
 import numpy as np
 
 from ._closed_form import initial_strengths
-from ._fixed_point import kept_modes
-from ._thresholds import critical_singular_value, modal_expected_perturbed_loss
-from ._predict import inflection_step_estimate, summarize_path
+from ._inflection import inflection_estimate
+from ._thresholds import critical_singular_value
+from ._predict import summarize_path
 from ._schedules import KINDS, Schedule
+from ._sweep import _values
 from ._teacher import Teacher
 from ._trajectory import modal_loss
 
@@ -25,17 +26,21 @@ class PhaseDiagram:
     """E[L_pert] over a (σ, step) grid for σ1 = σ2 = σ, whitened or co-diagonal inputs.
 
     Attributes:
-      sigmas: (S,) absolute noise std per weight entry.
+      sigmas: (S,) noise std per weight entry ("absolute"), or the factor γ of the layer's
+        RMS at init ("init") or its current RMS ("rms").
       steps: (T,) GD steps of the grid (log-spaced).
       expected_perturbed_loss: (S, T).
       clean_loss: (T,) the loss without noise.
       mode_strengths: (T, r) along the exact GD map.
       critical_singular_value: (S,) s*(σ) = σ²(d_in + d_out) when whitened; (S, r) with
-        co-diagonal inputs, s*_i(σ) = σ²(tr Σx + d_out d_i), one per mode.
+        co-diagonal inputs, s*_i(σ) = σ²(tr Σx + d_out d_i), one per mode; with the noise stds at
+        the inflection step (they change along the path for "rms" only).
       inflection_step: (S,) exact argmin over all steps 0 … max_steps (not only the grid).
-      inflection_step_estimate: (S,) ln(s*/a0)/(2 s* lr) (co-diagonal: s* and a0 of the kept
-        mode nearest its threshold, as in `predict`).
+      inflection_step_estimate: (S,) the estimate of `_inflection.py` (constant rate; −1 for
+        a decaying schedule).
       mode_learning_steps: (r,) first step with a_i ≥ target/2, −1 if not by max_steps.
+      noise: "absolute", "init" or "rms".
+      noise_std: (S, T, 2) the stds on W1 and W2 entries at each grid point.
     """
 
     sigmas: np.ndarray
@@ -47,21 +52,8 @@ class PhaseDiagram:
     inflection_step: np.ndarray
     inflection_step_estimate: np.ndarray
     mode_learning_steps: np.ndarray
-
-
-def _thresholds_and_estimates(teacher: Teacher, sigmas, init_strength, lr, d_hidden):
-    """s*(σ) for each σ ((S,) whitened, (S, r) co-diagonal: one per mode) and the inflection
-    estimate, for co-diagonal inputs from the kept mode nearest its threshold (as `predict`)."""
-    s_star = np.array([critical_singular_value(teacher.d_in, teacher.d_out, x,
-                                               input_variances=teacher.input_variances) for x in sigmas])
-    if teacher.input_variances is None:
-        return s_star, inflection_step_estimate(s_star, init_strength, lr)
-    keep = kept_modes(teacher, d_hidden)
-    a0 = initial_strengths(teacher, init_strength, d_hidden)[keep]
-    star = s_star[:, keep]
-    i = np.argmin(np.abs(np.log(teacher.s[keep] / np.maximum(star, 1e-300))), axis=1)
-    rows = np.arange(star.shape[0])
-    return s_star, inflection_step_estimate(star[rows, i], a0[i], lr)
+    noise: str = "absolute"
+    noise_std: np.ndarray | None = None
 
 
 def phase_diagram(
@@ -73,16 +65,30 @@ def phase_diagram(
     init_strength: float = 1e-6,
     d_hidden: int | None = None,
     schedule: Schedule | None = None,
+    noise: str = "absolute",
 ) -> PhaseDiagram:
-    """Expected perturbed loss for every σ in `sigmas` along one exact GD trajectory."""
+    """Expected perturbed loss for every σ in `sigmas` along one exact GD trajectory (one
+    fused pass, `_sweep.py`). noise: "absolute" (σ is the std per entry), "init" or "rms"
+    (σ is the factor γ of the layer's RMS at init or along the path; exact)."""
     schedule = schedule or Schedule()
     sigmas = np.asarray(sigmas, dtype=np.float64)
     h = teacher.rank if d_hidden is None else d_hidden
     steps = log_steps(max_steps, n_steps)
-    summary = summarize_path(teacher, lr, max_steps, sigmas, None, init_strength, d_hidden, schedule, steps)
-    a = summary.recorded_strengths
-    epl = modal_expected_perturbed_loss(teacher, a[None], h, sigmas[:, None])
-    s_star, estimate = _thresholds_and_estimates(teacher, sigmas, init_strength, lr, d_hidden)
+    summary = summarize_path(teacher, lr, max_steps, sigmas, None, init_strength, d_hidden, schedule, steps,
+                             noise=noise)
+    a, grid = summary.recorded_strengths, summary.noise
+    trace = float(teacher.d_in - teacher.rank + teacher.variances.sum())
+    epl = _values(a, teacher.s, teacher.variances, teacher.targets, grid.p1, grid.q1, grid.p2, grid.q2, trace,
+                  teacher.d_out, h)
+    total = summary.argmin_strengths.sum(1)
+    std1, std2 = np.sqrt(grid.p1 + grid.q1 * total), np.sqrt(grid.p2 + grid.q2 * total)
+    s_star = np.array([critical_singular_value(teacher.d_in, teacher.d_out, x, y,
+                                               input_variances=teacher.input_variances)
+                       for x, y in zip(std1, std2)])
+    a0 = initial_strengths(teacher, init_strength, d_hidden)
+    estimate = np.full(sigmas.shape, -1, dtype=np.int64)
+    if schedule.kind == "constant":
+        estimate = inflection_estimate(teacher, lr, a0, grid, h, max_steps)
     return PhaseDiagram(
         sigmas=sigmas,
         steps=steps,
@@ -93,6 +99,8 @@ def phase_diagram(
         inflection_step=summary.inflection_step,
         inflection_step_estimate=estimate,
         mode_learning_steps=summary.mode_learning_steps,
+        noise=grid.kind,
+        noise_std=np.stack(grid.stds(a.sum(1)), axis=-1),
     )
 
 

@@ -12,7 +12,8 @@ import numpy as np
 from ._closed_form import initial_strengths
 from ._fixed_point import kept_modes
 from ._gd_map import check_lr
-from ._thresholds import critical_singular_value, harmful_modes, modal_expected_perturbed_loss, rise_bound_terms
+from ._inflection import ESTIMATE_BAND_TEXT, STEP0_REASON, inflection_estimate, starts_at_step_0
+from ._thresholds import critical_singular_value, harmful_modes, rise_bound_terms
 from ._schedules import CONSTANT, Schedule
 from ._sweep import NoiseGrid, noise_grid, sweep
 from ._teacher import Teacher
@@ -46,6 +47,7 @@ class PathSummary:
       final_strengths: (r,) a at max_steps.
       recorded_strengths: (K, r) a at the requested `record_steps` (None if none asked).
       noise: the noise settings (`_sweep.NoiseGrid`: kind and per-layer variances).
+      argmin_strengths: (n, r) a at each setting's inflection step.
     """
 
     sigma1: np.ndarray
@@ -57,6 +59,7 @@ class PathSummary:
     final_strengths: np.ndarray
     recorded_strengths: np.ndarray | None = None
     noise: NoiseGrid | None = None
+    argmin_strengths: np.ndarray | None = None
 
 
 @x64
@@ -88,7 +91,7 @@ def summarize_path(
     grid = noise_grid(teacher, h, _check_sigma(sigma1), None if sigma2 is None else _check_sigma(sigma2), noise, a0)
     res = sweep(teacher, lr, max_steps, a0, grid, h, schedule, record_steps=record_steps, progress=progress)
     return PathSummary(grid.scale1, grid.scale2, res.first_crossing[0], res.argmin, res.min_value, res.final_value,
-                       res.final_strengths, res.recorded_strengths, grid)
+                       res.final_strengths, res.recorded_strengths, grid, res.argmin_strengths)
 
 
 def inflection_step_estimate(s_star, init_strength, lr):
@@ -100,28 +103,50 @@ def inflection_step_estimate(s_star, init_strength, lr):
     return np.where(s_star > init_strength, t / lr, np.nan)
 
 
+NOISE_UNITS = {
+    "absolute": "σ1, σ2: std of each added N(0, σ²) entry of W1, W2 (weight units)",
+    "init": "σ1, σ2 = γ: std = γ × the layer's RMS at init, √(‖W_l(0)‖²/size) (fixed along the path)",
+    "rms": "σ1, σ2 = γ: std = γ × the layer's current RMS, √(‖W_l‖²/size) = γ √(Σa/size) for aligned "
+    "balanced weights (grows with training)",
+}
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Prediction:
-    """The predictions for one noise level, all times in GD steps (see `predict`)."""
+    """The predictions for one noise level, all times in GD steps (see `predict`).
+
+    `critical_singular_value` and `harmful_modes` use the noise stds in force at the
+    inflection step (constant along the path except for RMS-relative noise).
+    `inflection_step_estimate` is None for a non-constant schedule (the estimate assumes
+    a constant rate); `inflection_estimate_note` says why it is what it is.
+    """
 
     critical_singular_value: float | list
     harmful_modes: list
     mode_learning_steps: list
     inflection_step: int
-    inflection_step_estimate: float
+    inflection_step_estimate: int | None
     min_expected_perturbed_loss: float
     expected_perturbed_loss_at_max_steps: float
     rise: float
     rise_bound_at_convergence: float
     max_steps: int
+    noise: str = "absolute"
+    noise_std_at_step_0: list | None = None
+    noise_std_at_inflection: list | None = None
+    noise_std_at_max_steps: list | None = None
+    inflection_estimate_error_band: str = ESTIMATE_BAND_TEXT
+    inflection_estimate_note: str = ""
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["units"] = {
             "steps": "GD steps (flow time = lr × steps)",
             "loss": "expected population loss ½E‖(W2+σ2Z2)(W1+σ1Z1)x − Ax‖² over the noise",
-            "critical_singular_value": "s* = σ1²·d_in + σ2²·d_out (whitened; one per mode for co-diagonal "
-            "inputs), same units as the singular values",
+            "critical_singular_value": "s* = σ1²·tr(Σx) + σ2²·d_out·d_i (whitened: σ1²·d_in + σ2²·d_out; one per "
+            "mode for co-diagonal inputs), with the stds at the inflection step; units of the singular values",
+            "noise": NOISE_UNITS[self.noise],
+            "noise_std": "[std on W1 entries, std on W2 entries] (weight units)",
         }
         return d
 
@@ -135,36 +160,60 @@ def predict(
     d_hidden: int | None = None,
     sigma2: float | None = None,
     schedule: Schedule = CONSTANT,
+    noise: str = "absolute",
 ) -> Prediction:
-    """Everything the theory predicts for absolute Gaussian noise of std σ (σ1 = sigma,
-    σ2 = sigma2 or sigma) along exact GD from aligned balanced init.
+    """Everything the theory predicts for Gaussian weight noise along exact GD from aligned
+    balanced init. σ1 = sigma, σ2 = sigma2 or sigma: the std per entry of W1, W2 (noise
+    "absolute"), or the factors γ of the layer's init RMS ("init") or current RMS ("rms").
 
     Returns the critical singular value s*, the harmful modes (0-based, s_i < s*, among the
     modes the hidden width can learn, `kept_modes`), each
     mode's learning step (None if not learned by max_steps), the exact inflection step
-    (argmin of E[L_pert] over all steps 0 … max_steps) and its analytic estimate
-    ln(s*/a0)/(2 s* lr), the minimum and final E[L_pert], the rise (final − min) and the
-    bound Σ g_i on the rise at convergence (modes within the hidden width).
+    (argmin of E[L_pert] over all steps 0 … max_steps) and its estimate (`_inflection.py`:
+    within ESTIMATE_BAND_TEXT on the family documented there; 0 when no mode has
+    s_i > s*/2), the minimum and final E[L_pert], the rise (final − min) and the bound Σ g_i
+    on the rise at convergence (modes within the hidden width; constant-std noise only,
+    None for "rms"). Zero noise is refused: without noise E[L_pert] = L only falls and there
+    is no inflection to predict.
     """
-    summary = summarize_path(teacher, lr, max_steps, sigma, sigma2, init_strength, d_hidden, schedule)
-    s1, s2 = float(summary.sigma1[0]), float(summary.sigma2[0])
+    if not np.any(_check_sigma(sigma) > 0) and (sigma2 is None or not np.any(_check_sigma(sigma2) > 0)):
+        raise ValueError("sigma = 0: without noise the loss only falls and there is no inflection to predict")
+    summary = summarize_path(teacher, lr, max_steps, sigma, sigma2, init_strength, d_hidden, schedule, noise=noise)
+    if summary.sigma1.size != 1:
+        raise ValueError("predict takes one noise level (use summarize_path or phase_diagram for a list)")
+    grid = summary.noise
+    a0 = initial_strengths(teacher, init_strength, d_hidden)
+    std0, std_turn, std_end = (np.concatenate(grid.stds(np.sum(a))) for a in
+                               (a0, summary.argmin_strengths[0], summary.final_strengths))
     # One threshold per mode for co-diagonal inputs; a scalar when whitened.
-    s_star = critical_singular_value(teacher.d_in, teacher.d_out, s1, s2, input_variances=teacher.input_variances)
+    s_star = critical_singular_value(teacher.d_in, teacher.d_out, float(std_turn[0]), float(std_turn[1]),
+                                     input_variances=teacher.input_variances)
+    h = teacher.rank if d_hidden is None else d_hidden
     keep = kept_modes(teacher, d_hidden)  # the modes the width can learn
     star_h = np.broadcast_to(s_star, teacher.s.shape)[keep]
-    bound = float(np.sum(rise_bound_terms(teacher.s[keep], star_h, teacher.variances[keep])))
-    a0 = initial_strengths(teacher, init_strength, d_hidden)[keep]
-    # The estimate uses the a0 and s* of the mode nearest its threshold (in log s).
-    i = int(np.argmin(np.abs(np.log(teacher.s[keep] / np.maximum(star_h, 1e-300)))))
+    bound = None
+    if grid.kind != "rms":
+        bound = float(np.sum(rise_bound_terms(teacher.s[keep], star_h, teacher.variances[keep])))
+    estimate, note = None, "the estimate assumes a constant rate; none for a decaying schedule"
+    if schedule.kind == "constant":
+        estimate = int(inflection_estimate(teacher, lr, a0, grid, h, int(max_steps))[0])
+        note = STEP0_REASON if starts_at_step_0(teacher, grid, h)[0] else (
+            "closed-form flow on per-mode clocks k·ln(1 + lr s_i)/s_i, E[L_pert] minimised over steps")
     return Prediction(
         critical_singular_value=float(s_star) if np.ndim(s_star) == 0 else [float(x) for x in s_star],
         harmful_modes=[int(k) for k in harmful_modes(teacher.s, s_star, learnable=keep)],
         mode_learning_steps=[int(k) if k >= 0 else None for k in summary.mode_learning_steps],
         inflection_step=int(summary.inflection_step[0]),
-        inflection_step_estimate=float(inflection_step_estimate(star_h[i], a0[i], lr)),
+        inflection_step_estimate=estimate,
         min_expected_perturbed_loss=float(summary.min_value[0]),
         expected_perturbed_loss_at_max_steps=float(summary.final_value[0]),
         rise=float(summary.final_value[0] - summary.min_value[0]),
         rise_bound_at_convergence=bound,
         max_steps=int(max_steps),
+        noise=grid.kind,
+        noise_std_at_step_0=[float(x) for x in std0],
+        noise_std_at_inflection=[float(x) for x in std_turn],
+        noise_std_at_max_steps=[float(x) for x in std_end],
+        inflection_estimate_note=note,
     )
+

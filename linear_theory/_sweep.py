@@ -123,6 +123,7 @@ class SweepResult:
       first_crossing: (M, r) first step with a_i ≥ thresholds[m, i], −1 if never.
       final_strengths: (r,) a at max_steps.
       recorded_strengths: (K, r) a at the requested steps, or None.
+      argmin_strengths: (S, r) a at each setting's argmin step.
     """
 
     min_value: np.ndarray
@@ -131,6 +132,7 @@ class SweepResult:
     first_crossing: np.ndarray
     final_strengths: np.ndarray
     recorded_strengths: np.ndarray | None
+    argmin_strengths: np.ndarray
 
 
 def _values(A, s, d, t, p1, q1, p2, q2, trace, d_out, h):
@@ -150,22 +152,30 @@ def _advance(state, k_end, n_blocks, s, d, t, lr, noise, thresholds, trace, d_ou
     p1, q1, p2, q2 = noise
     rows = jnp.arange(block)
 
-    def step(a, k):  # k: 0-based index of the step, producing iterate k + 1
+    def step(carry, k):  # k: 0-based index of the step, producing iterate k + 1
+        a, peak = carry
         eta = jnp.where(k < k_end, lr * schedule(k), 0.0)
         a = a * (1.0 + eta * (s - d * a)) ** 2
-        return a, a
+        return (a, jnp.maximum(peak, a)), a
+
+    def crossings(A, k0, first):
+        hit = jnp.min(jnp.where(A[:, None, :] >= thresholds[None], rows[:, None, None], block), 0)
+        return jnp.where((first < 0) & (hit < block), k0 + 1 + hit, first)
 
     def one_block(_, st):
-        a, k0, best, best_k, first, _last = st
-        a, A = jax.lax.scan(step, a, k0 + rows)
+        a, peak, k0, best, best_k, best_a, first, _last = st
+        (a, peak), A = jax.lax.scan(step, (a, peak), k0 + rows)
         v = _values(A, s, d, t, p1, q1, p2, q2, trace, d_out, h)  # (S, block)
         vmin = v.min(1)
         at = jnp.min(jnp.where(v == vmin[:, None], rows, block), 1)
         better = vmin < best
-        hit = jnp.min(jnp.where(A[:, None, :] >= thresholds[None], rows[:, None, None], block), 0)
-        first = jnp.where((first < 0) & (hit < block), k0 + 1 + hit, first)
-        return (a, k0 + block, jnp.where(better, vmin, best), jnp.where(better, k0 + 1 + at, best_k), first,
-                v[:, -1])
+        # The running maximum tells whether a mode not yet past a threshold crossed it in
+        # this block; only then is the block searched for the first step (rare after the
+        # modes are learned).
+        new = jnp.any((first < 0) & (peak[None] >= thresholds))
+        first = jax.lax.cond(new, crossings, lambda A, k0, first: first, A, k0, first)
+        return (a, peak, k0 + block, jnp.where(better, vmin, best), jnp.where(better, k0 + 1 + at, best_k),
+                jnp.where(better[:, None], A[at], best_a), first, v[:, -1])
 
     return jax.lax.fori_loop(0, n_blocks, one_block, state)
 
@@ -227,7 +237,8 @@ def sweep(
               jnp.asarray(thr), np.float64(trace), np.float64(teacher.d_out), np.float64(d_hidden))
     a = pad(a0, rp, 0.0)
     v0 = _values(a[None], s, d, t, *grid, trace, teacher.d_out, d_hidden)[:, 0]
-    state = (a, np.int64(0), v0, np.zeros(sp, np.int64), np.where(a[None] >= thr, 0, -1).astype(np.int64), v0)
+    state = (a, a, np.int64(0), v0, np.zeros(sp, np.int64), np.repeat(a[None], sp, 0),
+             np.where(a[None] >= thr, 0, -1).astype(np.int64), v0)
 
     stops = np.unique(np.concatenate([record, [max_steps]]))
     recorded = np.empty((record.size, rp))
@@ -246,7 +257,7 @@ def sweep(
                 n = min(n, CHUNK_BLOCKS)
             state = _advance(state, np.int64(stop), np.int64(n), *consts, schedule=schedule, block=BLOCK)
             k = min(k + n * BLOCK, int(stop))
-            state = (state[0], np.int64(k)) + state[2:]
+            state = state[:2] + (np.int64(k),) + state[3:]
             if bar is not None:
                 jax.block_until_ready(state[0])
                 bar.update(k - bar.n)
@@ -254,7 +265,7 @@ def sweep(
             recorded[record == stop] = np.asarray(state[0])
     if bar is not None:
         bar.close()
-    a, _, best, best_k, first, last = (np.asarray(x) for x in state)
+    a, _, _, best, best_k, best_a, first, last = (np.asarray(x) for x in state)
     S = n_noise
     return SweepResult(best[:S], best_k[:S], last[:S], first[:, :r], a[:r],
-                       recorded[:, :r] if record_steps is not None else None)
+                       recorded[:, :r] if record_steps is not None else None, best_a[:S, :r])

@@ -23,6 +23,10 @@ class Teacher:
       V: (d_in, r) orthonormal columns, the input singular vectors.
       input_variances: (r,) input variance d_i along v_i, or None for whitened inputs
         (all ones). Directions orthogonal to every v_i have unit variance.
+
+    `make_teacher` draws U and V on first use (`drawn`): the per-mode solvers (predict,
+    the exact GD map, the phase diagram) never need them, and drawing two Haar matrices
+    of size 2000 costs more than a whole prediction. Same seed, same vectors.
     """
 
     U: np.ndarray
@@ -48,13 +52,40 @@ class Teacher:
         object.__setattr__(self, "V", V)
         object.__setattr__(self, "input_variances", d)
 
+    @classmethod
+    def drawn(cls, singular_values, d_in: int, d_out: int, seed: int = 0, input_variances=None) -> "Teacher":
+        """A teacher whose Haar-random U (d_out × r) and V (d_in × r) are drawn from `seed`
+        (U first, then V, from one generator) only when first read."""
+        s = check_singular_values(singular_values, max_rank=min(d_in, d_out))
+        self = object.__new__(cls)
+        for name, value in (("s", s), ("input_variances", None), ("_dims", (int(d_in), int(d_out))),
+                            ("_seed", int(seed))):
+            object.__setattr__(self, name, value)
+        if input_variances is not None:  # validated as in __post_init__
+            d = np.asarray(input_variances, dtype=np.float64)
+            if d.shape != s.shape or not np.all(np.isfinite(d)) or np.any(d <= 0):
+                raise ValueError("input_variances must be one finite positive value per singular value")
+            object.__setattr__(self, "input_variances", d)
+        return self
+
+    def __getattr__(self, name):  # only reached when U or V has not been drawn yet
+        if name in ("U", "V") and "_seed" in self.__dict__:
+            rng = np.random.default_rng(self.__dict__["_seed"])
+            d_in, d_out = self.__dict__["_dims"]
+            object.__setattr__(self, "U", random_orthonormal(rng, d_out, self.s.size))
+            object.__setattr__(self, "V", random_orthonormal(rng, d_in, self.s.size))
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @property
     def d_in(self) -> int:
-        return self.V.shape[0]
+        dims = self.__dict__.get("_dims")
+        return self.V.shape[0] if dims is None else dims[0]
 
     @property
     def d_out(self) -> int:
-        return self.U.shape[0]
+        dims = self.__dict__.get("_dims")
+        return self.U.shape[0] if dims is None else dims[1]
 
     @property
     def rank(self) -> int:
@@ -118,14 +149,10 @@ def make_teacher(
     input_variances=None,
 ) -> Teacher:
     """A teacher with the given singular values (any order is accepted; kept as given)
-    and Haar-random singular vectors drawn from `seed`."""
+    and Haar-random singular vectors drawn from `seed` (on first use of U or V)."""
     if d_in < 1 or d_out < 1:
         raise ValueError("d_in and d_out must be positive")
-    s = check_singular_values(singular_values, max_rank=min(d_in, d_out))
-    rng = np.random.default_rng(seed)
-    U = random_orthonormal(rng, d_out, s.size)
-    V = random_orthonormal(rng, d_in, s.size)
-    return Teacher(U, s, V, input_variances)
+    return Teacher.drawn(singular_values, d_in, d_out, seed, input_variances)
 
 
 def power_law_spectrum(rank: int, s1: float = 1.0, alpha: float = 1.0) -> np.ndarray:

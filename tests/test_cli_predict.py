@@ -25,6 +25,17 @@ def test_predict_json_contract(capsys):
     assert out["critical_singular_value"] == pytest.approx(0.05**2 * 40)
 
 
+def test_predict_relative_noise_json(capsys):
+    """--noise relative-rms: the stds reported at the inflection are γ × the layers' RMS
+    there, √(Σa/size) for aligned balanced weights (checked in test_sweep against full GD)."""
+    assert main(PREDICT + ["--noise", "relative-rms", "--sigma", "0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["noise"] == "rms" and out["rise_bound_at_convergence"] is None
+    s0, s1 = out["noise_std_at_step_0"], out["noise_std_at_inflection"]
+    np.testing.assert_allclose(s0, [0.5 * np.sqrt(5e-6 / (20 * 24)), 0.5 * np.sqrt(5e-6 / (16 * 20))], rtol=1e-12)
+    assert s1[0] > 100 * s0[0]  # the RMS grew with the learned modes
+
+
 def test_predict_table(capsys):
     assert main(PREDICT) == 0
     text = capsys.readouterr().out
@@ -53,6 +64,7 @@ def test_finetune_json_contract(capsys):
 
 @pytest.mark.parametrize("argv, needle", [
     (PREDICT + ["--sigma", "-0.1"], "negative"),
+    (PREDICT + ["--sigma", "0"], "no inflection"),
     (PREDICT + ["--max-steps", "0"], "below 1"),
     (PREDICT + ["--lr", "0.5"], "stability limit"),
     (["predict", "--max-steps", "10"], "--sigma"),
