@@ -71,6 +71,9 @@ def run_predict(args):
     payload = pred.to_dict()
     payload.update(singular_values=teacher.s, lr=args.lr, sigma=args.sigma,
                    sigma2=args.sigma if args.sigma2 is None else args.sigma2, schedule=args.schedule)
+    estimate = pred.inflection_step_estimate
+    if np.all(np.isnan(estimate)):  # undefined, not a failure: s* ≤ a0, every mode already past s*
+        payload["inflection_step_estimate"] = estimate = None
     optimum, cost, overshoot, why = _rise_explanation(teacher, pred, args.d_hidden)
     payload.update(noisy_optimum=optimum, overshoot_cost=cost, overshooting_modes=overshoot, rise_explanation=why)
     rows = [
@@ -78,7 +81,7 @@ def run_predict(args):
          else ", ".join(f"{x:.4g}" for x in pred.critical_singular_value)],
         ["harmful modes (s_i < s*)", ", ".join(map(str, pred.harmful_modes)) or "none"],
         ["inflection step (exact argmin, GD steps)", pred.inflection_step],
-        ["inflection step estimate (GD steps)", pred.inflection_step_estimate],
+        ["inflection step estimate (GD steps)", "undefined (s* ≤ a0)" if estimate is None else estimate],
         ["min E[L_pert] (loss units)", pred.min_expected_perturbed_loss],
         [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],
         ["rise (final − min)", pred.rise],
