@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -175,3 +176,67 @@ def test_figures_killed_then_rerun_gives_the_same_files(tmp_path, capsys):
     assert names == sorted(p.name for p in broken.iterdir()) == ["schedules.json", "schedules.pdf", "schedules.png"]
     for n in names:
         assert (clean / n).read_bytes() == (broken / n).read_bytes(), n
+
+
+def test_monte_carlo_streamed_in_chunks_equals_one_pass():
+    """The running merge of chunks (memory independent of n) gives the mean and standard error of
+    all draws at once (numpy on the concatenated draws of the same chunks)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from linear_theory import make_teacher, monte_carlo_perturbed_loss
+    from linear_theory._noise_estimates import _key, _mc_chunk
+    from linear_theory._x64 import x64
+
+    t = make_teacher([1.0, 0.5], 4, 3, seed=0)
+    rng = np.random.default_rng(1)
+    W1, W2 = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 3))
+    n, seen = 2500, []  # three chunks of 1024, the last one cut
+    mean, se = monte_carlo_perturbed_loss(W1, W2, t, 0.1, 0.2, n, seed=7, progress=seen.append)
+    assert seen == [1024, 2048, 2500]
+    @x64  # the estimator runs in float64; so do the reference draws
+    def all_draws():
+        args = (jnp.asarray(W1), jnp.asarray(W2), jnp.asarray(t.matrix), None, jnp.full(2, 0.1), jnp.full(2, 0.2))
+        return np.concatenate([np.asarray(_mc_chunk(_key(7), start, *args, 1024)) for start in (0, 1024, 2048)])[:n]
+
+    draws = all_draws()
+    assert draws.dtype == np.float64
+    np.testing.assert_allclose(mean, draws.mean(0), rtol=1e-12)  # only the summation order differs
+    np.testing.assert_allclose(se, draws.std(0, ddof=1) / np.sqrt(n), rtol=1e-9)
+
+
+def test_predict_explains_a_rise_without_harmful_modes(run_cli):
+    code, out, err = run_cli(["predict", "--sigma", "0.05", "--max-steps", "2000", "--json"])
+    p = json.loads(out)
+    assert code == 0 and p["harmful_modes"] == [] and p["rise"] > 0
+    assert p["schema"] == "linear-theory/predict" and p["schema_version"] == 1 and p["config"]["sigma"] == 0.05
+    assert "overshoot" in p["rise_explanation"] and p["overshooting_modes"] == [0, 1, 2, 3]
+    # per mode (whitened, balanced): E[L_pert] − const = ½(a − s)² + ½ s* a; its minimum on a fine grid,
+    # and the cost of sitting at a = s instead, computed here directly
+    s_star = p["critical_singular_value"]
+    for s, opt, cost in zip([2, 1.5, 1, 0.5], p["noisy_optimum"], p["overshoot_cost"]):
+        a = np.linspace(0, s, 200001)
+        e = 0.5 * (a - s) ** 2 + 0.5 * s_star * a
+        assert opt == pytest.approx(a[e.argmin()], abs=2 * s / 200000)
+        assert cost == pytest.approx(e[-1] - e.min(), rel=1e-6)
+    assert p["rise"] <= p["rise_bound_at_convergence"] + 1e-12
+
+
+def test_transformer_figure_names_each_verdict():
+    """A panel never shows "[held]" for a prediction that failed: each verdict is named by its id."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from experiments.compare import compare
+    from experiments.figure import transformer_figure
+    from test_transformer import synthetic_result
+
+    r = synthetic_result(order="reversed", ft_u=False)
+    verdicts = {p["id"]: p["verdict"] for p in compare(r)["predictions"]}
+    fig, data = transformer_figure(r)
+    titles = " ".join(ax.get_title() for ax in fig.axes)
+    assert data["verdicts"] == verdicts and verdicts["6"] == "failed"
+    for i, v in verdicts.items():
+        if i in ("1", "2", "3r", "3a", "4r", "4a", "5r", "5a", "5rs", "5as", "6"):
+            assert f"{i} {v}" in titles
+    assert "[held]" not in titles and "★" in titles
