@@ -178,7 +178,7 @@ def test_figures_killed_then_rerun_gives_the_same_files(tmp_path, capsys):
         assert (clean / n).read_bytes() == (broken / n).read_bytes(), n
 
 
-def test_monte_carlo_streamed_in_chunks_equals_one_pass():
+def test_monte_carlo_streamed_in_chunks_equals_one_pass(monkeypatch):
     """The running merge of chunks (memory independent of n) gives the mean and standard error of
     all draws at once (numpy on the concatenated draws of the same chunks)."""
     import jax.numpy as jnp
@@ -188,16 +188,20 @@ def test_monte_carlo_streamed_in_chunks_equals_one_pass():
     from linear_theory._noise_estimates import _key, _mc_chunk
     from linear_theory._x64 import x64
 
+    from linear_theory import _noise_estimates
+
     t = make_teacher([1.0, 0.5], 4, 3, seed=0)
     rng = np.random.default_rng(1)
     W1, W2 = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 3))
-    n, seen = 2500, []  # three chunks of 1024, the last one cut
+    # small work memory, so chunks of 64 draws (156 floats per draw here): quick to compile and run
+    monkeypatch.setattr(_noise_estimates, "_CHUNK_FLOATS", 156 * 64)
+    n, seen = 150, []  # three chunks of 64, the last one cut
     mean, se = monte_carlo_perturbed_loss(W1, W2, t, 0.1, 0.2, n, seed=7, progress=seen.append)
-    assert seen == [1024, 2048, 2500]
+    assert seen == [64, 128, 150]
     @x64  # the estimator runs in float64; so do the reference draws
     def all_draws():
-        args = (jnp.asarray(W1), jnp.asarray(W2), jnp.asarray(t.matrix), None, jnp.full(2, 0.1), jnp.full(2, 0.2))
-        return np.concatenate([np.asarray(_mc_chunk(_key(7), start, *args, 1024)) for start in (0, 1024, 2048)])[:n]
+        args = (jnp.asarray(W1), jnp.asarray(W2), jnp.asarray(t.matrix), None, jnp.asarray(np.full(2, 0.1)), jnp.asarray(np.full(2, 0.2)))  # as the estimator passes them: no recompilation
+        return np.concatenate([np.asarray(_mc_chunk(_key(7), start, *args, 64)) for start in (0, 64, 128)])[:n]
 
     draws = all_draws()
     assert draws.dtype == np.float64
