@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from linear_theory import cli
-from linear_theory.output import format_table
+from linear_theory.output import format_table, wrap
 
 UNITS = (
     "Units: steps are pre-training optimiser steps; losses are nats per token, scored exactly on a fixed "
@@ -126,11 +126,12 @@ def transformer_table(r) -> str:
             for i, st in enumerate(r["steps"])]
     head = (f"{r['preset']}/{r['variant']}: {r['params']} parameters; entropy rate {r['entropy_rate']:.4f} nats "
             f"(held-out floor {r['loss_floor_eval']:.4f}); Σs = {s.sum():.3f} over {s.size} modes; "
-            f"{r['timing']['total_s']:.0f} s\n"
-            "excess = exact KL (nats/token); Σa = sum of mode strengths; learned = modes with a_k ≥ s_k/2; "
-            "Δr/Δa = Δloss under relative/absolute noise of that σ; ftA@rate = excess loss on the pre-training "
-            "chain after fine-tuning at that rate")
-    return head + "\n" + format_table(headers, rows)
+            f"{r['timing']['total_s']:.0f} s")
+    notes = ("step: pre-training optimiser steps; loss: exact cross-entropy (nats/token); excess = exact KL "
+             "(nats/token); Σa = sum of mode strengths; learned = modes with a_k ≥ s_k/2; Δr/Δa = Δloss "
+             "(nats/token) under relative/absolute noise of that σ; ftA@rate = excess loss on the pre-training "
+             "chain after fine-tuning at that rate (nats/token)")
+    return wrap(head, 100) + "\n" + format_table(headers, rows) + "\n\n" + wrap(notes, 100)
 
 
 def run_compare(args):

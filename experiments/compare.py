@@ -431,13 +431,14 @@ def compare(result: dict) -> dict:
 
 
 def format_comparison(cmp: dict) -> str:
-    from linear_theory.output import format_table
+    from linear_theory.output import format_table, wrap
 
     rows = [[r["id"], r["verdict"], r["prediction"]] for r in cmp["predictions"]]
     out = [f"{cmp['preset']}/{cmp['variant']}, {cmp['steps']} steps: "
            + ", ".join(f"{n} {v}" for v, n in cmp["summary"].items()),
            format_table(["#", "verdict", "prediction"], rows), ""]
     for r in cmp["predictions"]:
-        out += [f"[{r['id']}] {r['verdict'].upper()}: {r['prediction']}", f"    measured:  {r['measured']}",
-                f"    criterion: {r['criterion']}"]
+        out += [wrap(f"[{r['id']}] {r['verdict'].upper()}: {r['prediction']}", 100, "    "),
+                wrap(f"    measured:  {r['measured']}", 100, "               "),
+                wrap(f"    criterion: {r['criterion']}", 100, "               ")]
     return "\n".join(out)

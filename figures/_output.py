@@ -26,6 +26,9 @@ def save_figure(fig, data: dict, out_dir, name: str) -> list[Path]:
     config) around `data`, with numpy arrays as lists and NaN/inf as null.
     """
     out_dir = Path(out_dir)
+    for ext in FORMATS + ("json",):  # temporary files a killed earlier run left behind
+        for stale in out_dir.glob(f".{name}.{ext}.*.tmp"):
+            stale.unlink(missing_ok=True)
     paths = []
     with mpl.rc_context(RC):
         for ext in FORMATS:

@@ -23,6 +23,10 @@ from ._output import config_dict
 from ._setup import Problem, build_teacher
 
 
+OFF_FACTOR = 2.0  # the estimate is marked where it is off the exact turn by more than this factor
+MAX_LINES = 6  # at most this many learning-step lines (modes spread over the σ range)
+
+
 @dataclasses.dataclass(frozen=True)
 class PhaseConfig(Problem):
     """Grid of the phase diagram: σ log-spaced in [sigma_min, sigma_max], steps log-spaced."""
@@ -64,22 +68,35 @@ def make_phase(config: PhaseConfig = PhaseConfig()):
          r"$\mathbb{E}[L_\mathrm{pert}]\ /\ \min_\mathrm{steps} \mathbb{E}[L_\mathrm{pert}]$ at that σ",
          "Relative to the best checkpoint at each σ (colour scale: the rise after it)"),
     ]
+    # the estimate against the exact turn: where they differ by more than OFF_FACTOR, say so on the plot
+    exact = np.maximum(pd.inflection_step, 1).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = pd.inflection_step_estimate / exact
+    off = ~(np.abs(np.log(ratio)) <= np.log(OFF_FACTOR))  # nan (no estimate) counts as off
+    # learning steps drawn only for the modes whose s_i = s*(σ) falls inside the σ range, at most MAX_LINES
+    shown = [i for i, k in enumerate(pd.mode_learning_steps) if k > 0 and sigmas[0] <= sigma_of[i] <= sigmas[-1]]
+    shown = [shown[j] for j in np.unique(np.linspace(0, len(shown) - 1, min(len(shown), MAX_LINES)).astype(int))] \
+        if shown else []
     for ax, z, norm, label, title in panels:
         mesh = ax.pcolormesh(steps, sigmas, z, norm=norm, cmap=st.HEAT_CMAP, shading="nearest", rasterized=True)
-        cb = fig.colorbar(mesh, ax=ax, pad=0.02, shrink=0.9, extend="max" if z is z_rel else "neither")
+        # colour bars below their panel, so no label sits between the panels
+        cb = fig.colorbar(mesh, ax=ax, location="bottom", pad=0.02, shrink=0.85, aspect=40,
+                          extend="max" if z is z_rel else "neither")
         cb.set_label(label)
-        cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        cb.ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         label_minor = z is z_rel  # the ratio spans less than a decade: label its minor ticks too
-        cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _, on=label_minor: f"{v:g}" if on else ""))
-        ax.plot(np.maximum(pd.inflection_step, 1), sigmas, color="white", lw=2.0, label="inflection step (exact)")
+        cb.ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _, on=label_minor: f"{v:g}" if on else ""))
+        ax.plot(exact, sigmas, color="white", lw=2.0, label="inflection step (exact)")
         ax.plot(pd.inflection_step_estimate, sigmas, color="#7fdbff", ls="--", lw=1.5,
                 label="estimate (flow on per-mode clocks)")
-        for i, k in enumerate(pd.mode_learning_steps):
-            if k > 0:
-                col = st.mode_color(s[i])
-                ax.axvline(k, color=col, lw=0.8, ls=":", alpha=0.7)
-                if sigmas[0] <= sigma_of[i] <= sigmas[-1]:
-                    ax.plot(k, sigma_of[i], "o", color=col, mec="white", mew=0.8, ms=5)
+        if off.any():
+            est = np.where(off, pd.inflection_step_estimate, np.nan)
+            ax.plot(est, sigmas, "x", color="#ff4136", ms=4, mew=1.0,
+                    label=f"estimate off the exact turn by > {OFF_FACTOR:g}×")
+        for i in shown:
+            col = st.mode_color(s[i])
+            ax.axvline(pd.mode_learning_steps[i], color=col, lw=0.8, ls=":", alpha=0.7)
+            ax.plot(pd.mode_learning_steps[i], sigma_of[i], "o", color=col, mec="white", mew=0.8, ms=5)
         ax.plot([], [], ":", color="0.5", label="learning step of mode i (colour: $s_i$)")
         ax.plot([], [], "o", color="0.5", mec="white", label=r"... at the σ where $s^*(\sigma) = s_i$")
         ax.set_xscale("log")
@@ -89,8 +106,8 @@ def make_phase(config: PhaseConfig = PhaseConfig()):
         ax.set_xlabel(st.STEPS + f"  (flow time = {c.lr:g} × steps)")
         ax.set_title(title)
         ax.grid(False)
-        right = ax.secondary_yaxis("right", functions=(lambda x: x**2 * d, lambda y: np.sqrt(np.maximum(y, 0) / d)))
-        right.set_ylabel(r"$s^*(\sigma) = \sigma^2 (d_\mathrm{in} + d_\mathrm{out})$")
+    right = axes[0, 1].secondary_yaxis("right", functions=(lambda x: x**2 * d, lambda y: np.sqrt(np.maximum(y, 0) / d)))
+    right.set_ylabel(r"$s^*(\sigma) = \sigma^2 (d_\mathrm{in} + d_\mathrm{out})$")
     axes[0, 0].set_ylabel(st.SIGMA + " (weight units)")
     axes[0, 1].legend(loc="upper right", labelcolor="white", fontsize=7, frameon=True, facecolor="0.3",
                       edgecolor="none", framealpha=0.85)
@@ -110,6 +127,9 @@ def make_phase(config: PhaseConfig = PhaseConfig()):
         critical_singular_value=pd.critical_singular_value,
         inflection_step=pd.inflection_step,
         inflection_step_estimate=pd.inflection_step_estimate,
+        estimate_over_exact=ratio,
+        estimate_off_by_more_than_factor=dict(factor=OFF_FACTOR, sigmas=sigmas[off]),
+        learning_steps_drawn_for_modes=shown,
         mode_learning_steps=pd.mode_learning_steps,
         sigma_where_mode_turns_harmful=sigma_of,
         predictions={

@@ -107,7 +107,8 @@ def run_predict(args):
          else ", ".join(f"{x:.4g}" for x in pred.critical_singular_value)],
         ["harmful modes (s_i < s*)", ", ".join(map(str, pred.harmful_modes)) or "none"],
         ["inflection step (exact argmin, GD steps)", pred.inflection_step],
-        ["inflection step estimate (GD steps)", pred.inflection_step_estimate],
+        ["inflection step estimate (GD steps)", "none (see the note)" if pred.inflection_step_estimate is None
+         else pred.inflection_step_estimate],
         ["  error band of the estimate", "±(5% + 2 steps) on the family in --json"],
         ["  note", pred.inflection_estimate_note],
         ["noise std on W1, W2 at the inflection", ", ".join(f"{x:.4g}" for x in pred.noise_std_at_inflection)],

@@ -53,9 +53,11 @@ def test_files_written_and_axes_labelled(made, name):
     assert saved["figure"] == name and {"config", "units", "predictions"} <= saved.keys()
     assert saved["config"]["d_in"] == cfg.d_in
     for ax in fig.axes:  # panels and colour bars: labelled, or sharing the axis with a labelled panel
+        if ax.get_label() == "<colorbar>":  # labelled along its long side, vertical or horizontal
+            assert ax.get_ylabel() or ax.get_xlabel(), f"{name}: unlabelled colour bar"
+            continue
         assert any(a.get_ylabel() for a in ax.get_shared_y_axes().get_siblings(ax)), f"{name}: unlabelled y axis"
-        if ax.get_label() != "<colorbar>":
-            assert any(a.get_xlabel() for a in ax.get_shared_x_axes().get_siblings(ax)), f"{name}: unlabelled x"
+        assert any(a.get_xlabel() for a in ax.get_shared_x_axes().get_siblings(ax)), f"{name}: unlabelled x"
 
 
 def test_registry_small_configs_are_frozen():
