@@ -37,7 +37,7 @@ import numpy as np
 from ._schedules import CONSTANT, Schedule
 from ._teacher import Teacher
 
-BLOCK = 32  # steps per block of the fused loop (tuned in benchmarks/bench_core.py)
+BLOCK = 64  # steps per block of the fused loop (tuned in benchmarks/bench_core.py: 64 best on an idle 2-core machine)
 CHUNK_BLOCKS = 2048  # blocks per jitted call when a progress bar is shown
 PROGRESS_MODE_STEPS = 5e9  # show a progress bar (stderr) above this many mode-steps
 

@@ -142,11 +142,18 @@ def without_timing(r):
     return {k: v for k, v in r.items() if k != "timing"}
 
 
-def test_resume_gives_the_unbroken_result(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_unbroken(tmp_path_factory):
+    """One unbroken run of `tiny_config()` shared by the resume tests: (folder, result)."""
+    folder = tmp_path_factory.mktemp("unbroken") / "a"
+    return folder, run_experiment(tiny_config(), folder, progress=False)
+
+
+def test_resume_gives_the_unbroken_result(tmp_path, capsys, tiny_unbroken):
     cfg = tiny_config()
     steps = checkpoint_steps(60, 5, 5)
     assert steps == [0, 5, 11, 26, 60]
-    unbroken = run_experiment(cfg, tmp_path / "a", progress=False)
+    folder_a, unbroken = tiny_unbroken
     assert run_experiment(cfg, tmp_path / "b", progress=False, stop_after=11) is None
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == [
         f"step_{s:08d}.npz" for s in steps[:3]]
@@ -157,7 +164,7 @@ def test_resume_gives_the_unbroken_result(tmp_path, capsys):
     assert resumed["timing"]["resumed_from"] == 11 and unbroken["timing"]["resumed_from"] is None
     assert json.dumps(without_timing(resumed)) == json.dumps(without_timing(unbroken))
     for s in steps:  # the saved parameters are bit-for-bit the same
-        with np.load(tmp_path / "a" / "checkpoints" / f"step_{s:08d}.npz") as fa, \
+        with np.load(folder_a / "checkpoints" / f"step_{s:08d}.npz") as fa, \
                 np.load(tmp_path / "b" / "checkpoints" / f"step_{s:08d}.npz") as fb:
             assert all(np.array_equal(fa[k], fb[k], equal_nan=True) for k in fa.files)
     # re-running a finished run reports it as it was, original timing included, and says so
@@ -347,3 +354,47 @@ def test_cli_bad_input(tmp_path, capsys):
     assert cli.main(["compare", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("error") == 3 and "Traceback" not in err
+
+
+def test_sigkill_at_a_random_moment_then_rerun_gives_the_unbroken_result(tmp_path, tiny_unbroken):
+    """A run in a child process is killed (SIGKILL) at a random moment of pre-training (after a
+    randomly drawn number of checkpoints and a random further delay), then rerun in the same
+    folder: the result and every saved checkpoint equal those of an unbroken run, bit for bit."""
+    import os
+    import pickle
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    cfg = tiny_config()
+    folder_a, unbroken = tiny_unbroken
+    broken = tmp_path / "b"
+    (tmp_path / "cfg.pkl").write_bytes(pickle.dumps(cfg))
+    script = ("import pickle, sys; from experiments.run import run_experiment; "
+              "run_experiment(pickle.loads(open(sys.argv[1], 'rb').read()), sys.argv[2], progress=False)")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    rng = np.random.default_rng(7)
+    n_ckpt, delay = int(rng.integers(1, 4)), float(rng.uniform(0.0, 0.05))  # 1-3 of the 5 checkpoints, then 0-50 ms
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "cfg.pkl"), str(broken)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        ckpts = broken / "checkpoints"
+        if ckpts.exists() and sum(p.suffix == ".npz" for p in ckpts.iterdir()) >= n_ckpt:
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the child finished before it could be killed"
+    assert not (broken / "result.json").exists()
+    resumed = run_experiment(cfg, broken, progress=False)
+    assert json.dumps(without_timing(resumed)) == json.dumps(without_timing(unbroken))
+    names = sorted(p.name for p in (folder_a / "checkpoints").iterdir())
+    assert names == sorted(p.name for p in (broken / "checkpoints").iterdir() if not p.name.startswith("."))
+    for name in names:
+        with np.load(folder_a / "checkpoints" / name) as fa, np.load(broken / "checkpoints" / name) as fb:
+            assert all(np.array_equal(fa[k], fb[k], equal_nan=True) for k in fa.files), name
