@@ -109,8 +109,6 @@ def run_predict(args):
         ["inflection step (exact argmin, GD steps)", pred.inflection_step],
         ["inflection step estimate (GD steps)", "none (see the note)" if pred.inflection_step_estimate is None
          else pred.inflection_step_estimate],
-        ["  error band of the estimate", "±(5% + 2 steps) on the family in --json"],
-        ["  note", pred.inflection_estimate_note],
         ["noise std on W1, W2 at the inflection", ", ".join(f"{x:.4g}" for x in pred.noise_std_at_inflection)],
         ["min E[L_pert] (loss units)", pred.min_expected_perturbed_loss],
         [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],
@@ -122,7 +120,8 @@ def run_predict(args):
     notes = ("learning step: first GD step with a_i ≥ s_i/2 (- : not by the last step). noisy optimum: the "
              "strength a_i at which E[L_pert] is least, (s_i − s*/2)/d_i. overshoot cost: what learning the "
              "mode past its noisy optimum, to s_i/d_i, adds to E[L_pert] (loss units; their sum is the bound)."
-             "\nwhy the rise: " + why)
+             "\ninflection step estimate: " + pred.inflection_estimate_note + "; error band "
+             + pred.inflection_estimate_error_band + "\nwhy the rise: " + why)
     table = (cli.format_table(["prediction", "value"], rows) + "\n\n"
              + cli.format_table(["mode", "s_i", "learning step", "harmful", "noisy optimum a_i",
                                  "overshoot cost"], modes)
@@ -139,7 +138,10 @@ def _rise_explanation(teacher, pred, d_hidden):
     d = teacher.input_variances
     optimum = noisy_optimum(teacher.s, star, d)
     cost = rise_bound_terms(teacher.s, star, d)
-    reachable = np.arange(teacher.rank) < (teacher.rank if d_hidden is None else d_hidden)
+    from ._fixed_point import kept_modes
+
+    reachable = np.zeros(teacher.rank, dtype=bool)
+    reachable[kept_modes(teacher, d_hidden)] = True  # the modes the width can learn
     learned = np.array([k is not None for k in pred.mode_learning_steps]) & reachable
     harmful = set(int(i) for i in pred.harmful_modes)
     overshoot = [i for i in range(teacher.rank) if learned[i] and i not in harmful]

@@ -195,21 +195,22 @@ def teacher_from_args(args):
     if d is not None and len(d) != len(s):
         raise ValueError(f"--input-variances needs {len(s)} values, one per singular value")
     teacher = make_teacher(s, args.d_in, args.d_out, seed=args.seed, input_variances=d)
-    _warn_width(teacher, args.d_hidden, getattr(args, "init", "aligned"))
+    _warn_width(teacher, args.d_hidden)
     return teacher
 
 
-def _warn_width(teacher, h, init):
+def _warn_width(teacher, h):
     """A hidden width below the teacher's rank leaves modes that can never be learned: say which."""
     r = teacher.rank
     if h >= r:
         return
-    if init == "aligned":  # aligned init places the first h modes, in the order given
-        lost = list(range(h, r))
-        why = "aligned init places only the first h modes, in the order given"
-    else:  # from a random init GD finds the best rank-h map: the h largest modes
-        lost = sorted(np.argsort(-teacher.s, kind="stable")[h:].tolist())
-        why = "at most h modes fit; GD keeps the largest"
+    from ._fixed_point import kept_modes
+
+    # aligned init places, and GD from any init keeps, the best rank-h modes in the input metric
+    kept = np.zeros(r, dtype=bool)
+    kept[kept_modes(teacher, h)] = True
+    lost = np.flatnonzero(~kept).tolist()
+    why = "a width-h network keeps the h modes with the largest s_i/√d_i"
     names = ", ".join(f"{i} (s={teacher.s[i]:g})" for i in lost)
     sys.stderr.write(f"linear-theory: warning: --d-hidden {h} is below the teacher's rank {r}: modes {names} "
                      f"(0-based) can never be learned ({why})\n")
