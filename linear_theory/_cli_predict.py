@@ -180,10 +180,7 @@ def _run_predict_deep(args, teacher, schedule):
         [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],
         ["rise (final − min)", pred.rise],
     ]
-    modes = [[i, s, "-" if k is None else k, "yes" if i in pred.harmful_modes else "no"]
-             for i, (s, k) in enumerate(zip(teacher.s, pred.mode_learning_steps))]
-    cli.emit(args, payload, cli.format_table(["prediction", "value"], rows) + "\n\n"
-             + cli.format_table(["mode", "s_i", "learning step", "harmful"], modes))
+    _emit_prediction(args, teacher, pred, payload, rows)
 
 
 def _run_predict_lambda(args, teacher, schedule):
@@ -208,10 +205,7 @@ def _run_predict_lambda(args, teacher, schedule):
         ["sensitivity E[L_pert] − L at step 0", pred.sensitivity_at_step_0],
         [f"sensitivity at step {args.max_steps}", pred.sensitivity_at_max_steps],
     ]
-    modes = [[i, s, "-" if k is None else k, "yes" if i in pred.harmful_modes else "no"]
-             for i, (s, k) in enumerate(zip(teacher.s, pred.mode_learning_steps))]
-    cli.emit(args, payload, cli.format_table(["prediction", "value"], rows) + "\n\n"
-             + cli.format_table(["mode", "s_i", "learning step", "harmful"], modes))
+    _emit_prediction(args, teacher, pred, payload, rows)
 
 
 def run_finetune(args):
@@ -263,3 +257,11 @@ def run_finetune(args):
     cli.emit(args, payload, table + "\n\n" + wrap(notes, 100)
              + f"\n\nturning step of L_A after fine-tuning: {r.turning_step}, {kind}; L_A rises "
              f"{payload['rise_after_turning']:.3g} from there to the last T")
+
+
+def _emit_prediction(args, teacher, pred, payload, rows):
+    """The --depth and --lambda tables: the predictions, then one row per mode."""
+    modes = [[i, s, "-" if k is None else k, "yes" if i in pred.harmful_modes else "no"]
+             for i, (s, k) in enumerate(zip(teacher.s, pred.mode_learning_steps))]
+    cli.emit(args, payload, cli.format_table(["prediction", "value"], rows) + "\n\n"
+             + cli.format_table(["mode", "s_i", "learning step", "harmful"], modes))

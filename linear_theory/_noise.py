@@ -52,13 +52,16 @@ def _input_trace(W1, Sx):
     return W1.shape[-1] if Sx is None else Sx.trace()
 
 
+def noise_penalty(w1_metric_sq, w2_sq, input_trace, d_out, h, var1, var2):
+    """½ [v2 d_out tr(W1ΣxW1ᵀ) + v1 tr(Σx)‖W2‖² + v1 v2 tr(Σx) h d_out] in the noise variances
+    v = σ² of the entries of W1, W2 (numpy or JAX arrays; the sweep passes variances that
+    follow the weights' RMS)."""
+    return 0.5 * (var2 * d_out * w1_metric_sq + var1 * input_trace * w2_sq + var1 * var2 * input_trace * h * d_out)
+
+
 def _penalty(w1_metric_sq, w2_sq, input_trace, d_out, h, sigma1, sigma2):
     """½ [σ2² d_out tr(W1ΣxW1ᵀ) + σ1² tr(Σx)‖W2‖² + σ1²σ2² tr(Σx) h d_out]."""
-    return 0.5 * (
-        sigma2**2 * d_out * w1_metric_sq
-        + sigma1**2 * input_trace * w2_sq
-        + sigma1**2 * sigma2**2 * input_trace * h * d_out
-    )
+    return noise_penalty(w1_metric_sq, w2_sq, input_trace, d_out, h, sigma1**2, sigma2**2)
 
 
 def _sensitivity(W1, W2, Sx, sigma1, sigma2):

@@ -36,6 +36,7 @@ import numpy as np
 
 from ._schedules import CONSTANT, Schedule
 from ._teacher import Teacher
+from ._noise import noise_penalty
 
 BLOCK = 64  # steps per block of the fused loop (tuned in benchmarks/bench_core.py: 64 best on an idle 2-core machine)
 CHUNK_BLOCKS = 2048  # blocks per jitted call when a progress bar is shown
@@ -106,12 +107,6 @@ def _check_scale(x):
     return x
 
 
-def penalty(v1, v2, sum_a, sum_da, trace, d_out, h):
-    """½[σ2² d_out Σ d_i a_i + σ1² tr(Σx) Σ a_i + σ1²σ2² tr(Σx) h d_out] from the variances
-    (the noise term of `_noise._penalty`, in the same order of operations)."""
-    return 0.5 * (v2 * d_out * sum_da + v1 * trace * sum_a + v1 * v2 * trace * h * d_out)
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class SweepResult:
     """What one fused pass gives (steps are GD steps 0 … max_steps).
@@ -143,7 +138,7 @@ def _values(A, s, d, t, p1, q1, p2, q2, trace, d_out, h):
     sum_da = A @ d
     v1 = p1[:, None] + q1[:, None] * sum_a[None]
     v2 = p2[:, None] + q2[:, None] * sum_a[None]
-    return loss[None] + penalty(v1, v2, sum_a[None], sum_da[None], trace, d_out, h)
+    return loss[None] + noise_penalty(sum_da[None], sum_a[None], trace, d_out, h, v1, v2)
 
 
 @jax.jit(static_argnames=("schedule", "block"))
