@@ -19,8 +19,9 @@ def config_dict(config) -> dict:
     return jsonable(dataclasses.asdict(config))
 
 
-def save_figure(fig, data: dict, out_dir, name: str) -> list[Path]:
-    """Write DIR/name.png, DIR/name.pdf and DIR/name.json; return the three paths.
+def save_figure(fig, data: dict, out_dir, name: str, formats=FORMATS) -> list[Path]:
+    """Write DIR/name.EXT for each of `formats` (image formats of FORMATS), then DIR/name.json;
+    return the paths in that order.
 
     The JSON is the project's envelope (schema linear-theory/figure, version, the figure's
     config) around `data`, with numpy arrays as lists and NaN/inf as null.
@@ -29,9 +30,12 @@ def save_figure(fig, data: dict, out_dir, name: str) -> list[Path]:
     for ext in FORMATS + ("json",):  # temporary files a killed earlier run left behind
         for stale in out_dir.glob(f".{name}.{ext}.*.tmp"):
             stale.unlink(missing_ok=True)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown figure format(s) {unknown}; choose from {', '.join(FORMATS)}")
     paths = []
     with mpl.rc_context(RC):
-        for ext in FORMATS:
+        for ext in formats:
             kw = {"metadata": {"CreationDate": None}} if ext == "pdf" else {}
             paths.append(atomic_savefig(fig, out_dir / f"{name}.{ext}", **kw))
     paths.append(atomic_write_json(out_dir / f"{name}.json", jsonable(envelope("figure", data.get("config", {}), {"figure": name, **data}))))

@@ -8,6 +8,7 @@ than one figure is made; with --json, stdout holds exactly one JSON object.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -33,7 +34,11 @@ def add_commands(sub):
     p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
                    help=f"folder for NAME.png, NAME.pdf, NAME.json (default {DEFAULT_OUT})")
     p.add_argument("--list", action="store_true", help="list the figure names with one line each, make nothing")
-    p.add_argument("--small", action="store_true", help="use the small test configs (a quick preview)")
+    p.add_argument("--small", action="store_true",
+                   help="a quick preview: the small test configs, written as PNG only unless --formats is given "
+                        "(saving is most of a figure's time)")
+    p.add_argument("--formats", type=_formats, metavar="F1,F2",
+                   help="image formats to write beside NAME.json, from png,pdf (default png,pdf; png with --small)")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of tables")
     add_cache_arg(p)
     p.set_defaults(run=run)
@@ -53,8 +58,9 @@ def run(args):
     from tqdm import tqdm
 
     matplotlib.use("Agg")
-    from ._output import save_figure
+    from ._output import FORMATS, save_figure
 
+    formats = args.formats or (("png",) if args.small else FORMATS)
     start = time.perf_counter()
     made = []
     bar = tqdm(specs, desc="figures", unit="figure", file=sys.stderr, disable=len(specs) <= 1, leave=False)
@@ -62,7 +68,7 @@ def run(args):
         bar.set_postfix_str(spec.name)
         t0 = time.perf_counter()
         fig, data = spec.build(small=args.small)
-        paths = save_figure(fig, data, args.out, spec.name)
+        paths = save_figure(fig, data, args.out, spec.name, formats)
         made.append(dict(name=spec.name, description=spec.description, files=[str(p) for p in paths],
                          seconds=round(time.perf_counter() - t0, 2), predictions=data.get("predictions", {})))
     bar.close()
@@ -83,10 +89,19 @@ def _emit(args, payload: dict, table: str):
     """One JSON object or the tables on stdout (the figures' --out is a folder, so this
     does not use `cli.emit`, whose --out is a JSON file)."""
     if args.json:
-        config = {"command": "figures", "names": list(args.names), "out": str(args.out), "small": args.small}
+        config = {"command": "figures", "names": list(args.names), "out": str(args.out), "small": args.small,
+                  "formats": list(args.formats) if args.formats else None}
         sys.stdout.write(json.dumps(jsonable(envelope("figures", config, payload))) + "\n")
     else:
         sys.stdout.write(table.rstrip("\n") + "\n")
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    """--formats: a comma-separated list of png and pdf, each once."""
+    parts = [p.strip().lower() for p in text.split(",")]
+    if not parts or any(p not in ("png", "pdf") for p in parts) or len(set(parts)) != len(parts):
+        raise argparse.ArgumentTypeError(f"expected png, pdf or png,pdf, got {text!r}")
+    return tuple(parts)
 
 
 def _left_table(headers, rows) -> str:

@@ -32,7 +32,7 @@ def made(tmp_path_factory):
             make, config = registry.FIGURES[name].load()
             cfg = config.small()
             fig, data = make(cfg)
-            cache[name] = (cfg, fig, data, save_figure(fig, data, out, name))
+            cache[name] = (cfg, fig, data, save_figure(fig, data, out, name, formats=("png",)))
         return cache[name]
 
     return get
@@ -44,12 +44,11 @@ def made(tmp_path_factory):
 @pytest.mark.parametrize("name", registry.names())
 def test_files_written_and_axes_labelled(made, name):
     cfg, fig, data, paths = made(name)
-    assert [p.suffix for p in paths] == [".png", ".pdf", ".json"]
+    assert [p.suffix for p in paths] == [".png", ".json"]  # PDF: see the CLI tests
     for p in paths:
         assert p.is_file() and p.stat().st_size > 1000
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert paths[1].read_bytes()[:5] == b"%PDF-"
-    saved = json.loads(paths[2].read_text())
+    saved = json.loads(paths[1].read_text())
     assert saved["figure"] == name and {"config", "units", "predictions"} <= saved.keys()
     assert saved["config"]["d_in"] == cfg.d_in
     for ax in fig.axes:  # panels and colour bars: labelled, or sharing the axis with a labelled panel
@@ -278,20 +277,29 @@ def test_cli_out_must_be_a_folder(run_cli, tmp_path):
 
 
 def test_cli_json_is_one_object_and_files_exist(run_cli, tmp_path):
-    code, out, err = run_cli(["figures", "--small", "--json", "--out", str(tmp_path), "u_shape"])
+    code, out, err = run_cli(["figures", "--small", "--formats", "pdf,png", "--json", "--out", str(tmp_path),
+                              "u_shape"])
     assert code == 0
     payload = json.loads(out)  # the whole of stdout is one JSON object
     assert err == ""  # one figure: no progress bar
-    assert payload["wall_time_s"] > 0 and len(payload["files"]) == 3
+    assert [f.split(".")[-1] for f in payload["files"]] == ["pdf", "png", "json"]
     for f in payload["files"]:
-        assert (tmp_path / f.split("/")[-1]).stat().st_size > 0
+        assert (tmp_path / f.split("/")[-1]).stat().st_size > 1000
+    assert (tmp_path / "u_shape.pdf").read_bytes()[:5] == b"%PDF-"
     assert payload["figures"][0]["predictions"]
 
 
 def test_cli_table_and_progress_for_several(run_cli, tmp_path):
     code, out, err = run_cli(["figures", "--small", "--out", str(tmp_path), "schedules", "u_shape"])
     assert code == 0
-    assert "inflection step" in out and f"wrote 6 files to {tmp_path}" in out
+    assert "inflection step" in out and f"wrote 4 files to {tmp_path}" in out
     assert "figures" in err  # the progress bar, on stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f"{n}.{e}" for n in ("schedules", "u_shape") for e in ("png", "pdf", "json"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # --small: PNG only
+        f"{n}.{e}" for n in ("schedules", "u_shape") for e in ("png", "json"))
+
+
+@pytest.mark.parametrize("bad", ["svg", "png,png", "", "png,"])
+def test_cli_bad_formats_refused(run_cli, tmp_path, bad):
+    code, out, err = run_cli(["figures", "--formats", bad, "--out", str(tmp_path), "u_shape"])
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--formats" in err
+    assert not any(tmp_path.iterdir())

@@ -156,10 +156,10 @@ def test_figures_killed_then_rerun_gives_the_same_files(tmp_path, capsys):
     appears), rerun it: the files equal those of an unbroken run, nothing visible was ever partial,
     and the rerun clears the temporary files the kill left."""
     clean, broken = tmp_path / "clean", tmp_path / "broken"
-    assert main(["figures", "schedules", "--small", "--out", str(clean)]) == 0
+    assert main(["figures", "schedules", "--small", "--formats", "png,pdf", "--out", str(clean)]) == 0
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "linear_theory.cli", "figures", "schedules", "--small",
-                             "--out", str(broken)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--formats", "png,pdf", "--out", str(broken)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline:
         if broken.exists() and any(broken.iterdir()):
@@ -170,7 +170,7 @@ def test_figures_killed_then_rerun_gives_the_same_files(tmp_path, capsys):
     visible = [p for p in broken.iterdir() if not p.name.startswith(".")] if broken.exists() else []
     for p in visible:  # whatever is visible is whole (a kill may leave .NAME.*.tmp files, cleared below)
         assert p.read_bytes() == (clean / p.name).read_bytes(), f"partial {p.name}"
-    assert main(["figures", "schedules", "--small", "--out", str(broken)]) == 0
+    assert main(["figures", "schedules", "--small", "--formats", "png,pdf", "--out", str(broken)]) == 0
     capsys.readouterr()
     names = sorted(p.name for p in clean.iterdir())
     assert names == sorted(p.name for p in broken.iterdir()) == ["schedules.json", "schedules.pdf", "schedules.png"]
