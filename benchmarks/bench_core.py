@@ -177,7 +177,10 @@ def main():
     # 3. start-up.
     header("3. start-up (best of 5 processes)")
     for name, args in (("import linear_theory", [sys.executable, "-c", "import linear_theory"]),
-                       ("linear-theory --help", cli("--help"))):
+                       ("linear-theory --help", cli("--help")),
+                       ("import jax (what every computing command pays)", [sys.executable, "-c", "import jax"]),
+                       ("import ml_dtypes (pinned <0.7: 0.7.0 took ~0.7 s)",
+                        [sys.executable, "-c", "import ml_dtypes"])):
         runs = [run_process(args) for _ in range(5)]
         row(name, "", min(x[0] for x in runs), min(x[1] for x in runs), max(x[2] for x in runs))
     small = ("predict", "--singular-values", "2,1,0.5,0.2,0.1", "--sigma", "0.05", "--json")
