@@ -28,23 +28,52 @@ def _chunk_size(n, floats_per_item):
     return size
 
 
-def _run_chunks(fn, key, n, chunk, *args):
-    """Concatenate fn(key, start, *args, chunk) over start = 0, chunk, …; keep the first n rows.
+def _generator(seed) -> np.random.Generator:
+    """numpy's PCG64 stream named by an int seed or a JAX PRNG key (seeded with the key's
+    data, so an int and the key `jax.random.key(int)` name the same stream)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(_key(seed))).ravel().tolist())
 
-    Item k always uses jax.random.fold_in(key, k), so the first n draws do not depend on n,
-    and one compilation per (shape, chunk) serves every n.
+
+def _chunks(rng, n, chunk, width, sample):
+    """Yield (rows, Z) for the first n draws, `chunk` at a time: Z is (chunk, width), row k the
+    draw k of the stream (the last chunk padded with zeros, `rows` of it real).
+
+    Draws are made on the host: row k is always the k-th `width` numbers of the stream
+    whatever n and chunk are, and the compiled loop that uses them stays free of a PRNG
+    (JAX's threefry made compilation ~20× slower than the loss itself).
     """
-    out = [np.asarray(fn(key, start, *args, chunk)) for start in range(0, n, chunk)]
-    return np.concatenate(out, axis=0)[:n]
+    for start in range(0, n, chunk):
+        rows = min(chunk, n - start)
+        Z = sample(rng, (rows, width))
+        yield rows, np.concatenate([Z, np.zeros((chunk - rows, width))]) if rows < chunk else Z
 
 
-def _stream_chunks(fn, key, n, chunk, *args, progress=None):
-    """Mean and sample variance (ddof 1) over the first n rows of fn(key, start, *args, chunk),
-    start = 0, chunk, …, merged chunk by chunk (Chan et al.'s pairwise update), so memory
+def _normal(rng, shape):
+    return rng.standard_normal(shape)
+
+
+def _rademacher(rng, shape):
+    return np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+
+
+def _split(Z, W1, W2):
+    """(chunk, h·d_in + d_out·h) draws as (chunk, h, d_in) and (chunk, d_out, h) arrays."""
+    m = W1.shape[-2] * W1.shape[-1]
+    return jnp.asarray(Z[:, :m].reshape((-1,) + W1.shape[-2:])), jnp.asarray(Z[:, m:].reshape((-1,) + W2.shape[-2:]))
+
+
+def _run_chunks(fn, chunks, W1, W2, *args):
+    """Concatenate fn(Z1, Z2, W1, W2, *args) over the draws of `chunks` (real rows only)."""
+    return np.concatenate([np.asarray(fn(*_split(Z, W1, W2), W1, W2, *args))[:rows] for rows, Z in chunks], axis=0)
+
+
+def _stream_chunks(fn, chunks, W1, W2, *args, progress=None):
+    """Mean and sample variance (ddof 1) over the real rows of fn(Z1, Z2, W1, W2, *args) for the
+    draws of `chunks`, merged chunk by chunk (Chan et al.'s pairwise update), so memory
     stays one chunk whatever n is. `progress(k)` is called with the rows done after each chunk."""
     count, mean, m2 = 0, None, None
-    for start in range(0, n, chunk):
-        x = np.asarray(fn(key, start, *args, chunk))[: n - start]
+    for rows, Z in chunks:
+        x = np.asarray(fn(*_split(Z, W1, W2), W1, W2, *args))[:rows]
         c = x.shape[0]
         mu = x.mean(axis=0)
         dev = ((x - mu) ** 2).sum(axis=0)
@@ -61,19 +90,16 @@ def _stream_chunks(fn, key, n, chunk, *args, progress=None):
     return mean, m2 / max(count - 1, 1)
 
 
-@jax.jit(static_argnames=("chunk",))
-def _mc_chunk(key, start, W1, W2, A, Sx, s1, s2, chunk):
-    """Perturbed losses of draws start … start + chunk − 1, shape (chunk, B), for a flat batch
-    W1 (B, h, d_in), W2 (B, d_out, h); every draw perturbs all B weights with the same Z1, Z2
-    (common random numbers)."""
+@jax.jit
+def _mc_chunk(Z1, Z2, W1, W2, A, Sx, s1, s2):
+    """Perturbed losses for the draws Z1 (chunk, h, d_in), Z2 (chunk, d_out, h), shape
+    (chunk, B), for a flat batch W1 (B, h, d_in), W2 (B, d_out, h); every draw perturbs all B
+    weights with the same Z1, Z2 (common random numbers)."""
 
-    def one(k):
-        k1, k2 = jax.random.split(jax.random.fold_in(key, k))
-        Z1 = jax.random.normal(k1, W1.shape[-2:], W1.dtype)
-        Z2 = jax.random.normal(k2, W2.shape[-2:], W2.dtype)
-        return _loss(W1 + s1[:, None, None] * Z1, W2 + s2[:, None, None] * Z2, A, Sx)
+    def one(z1, z2):
+        return _loss(W1 + s1[:, None, None] * z1, W2 + s2[:, None, None] * z2, A, Sx)
 
-    return jax.vmap(one)(start + jnp.arange(chunk))
+    return jax.vmap(one)(Z1, Z2)
 
 
 @x64
@@ -86,8 +112,9 @@ def monte_carlo_perturbed_loss(
     stays near 64 MB). All weights of a batch share the same draws (common random
     numbers), so differences between checkpoints are less noisy than each value; the
     standard error is per entry. Chunks are merged as they come (running mean and sum of
-    squares), so memory does not grow with n_draws. Draw k uses jax.random.fold_in(key, k), so a larger
-    n_draws extends the same sample. Cost per call: n_draws × B × (2 h d_in d_out, plus
+    squares), so memory does not grow with n_draws. Draws come from numpy's PCG64 stream named
+    by the seed, draw k being always the k-th block of that stream, so a larger n_draws
+    extends the same sample. Cost per call: n_draws × B × (2 h d_in d_out, plus
     d_out d_in² when Σx ≠ I) flops for B weight pairs; one compilation per shape.
 
     Args:
@@ -104,7 +131,6 @@ def monte_carlo_perturbed_loss(
     batch = W1.shape[:-2]
     s1, s2 = _check_sigmas(sigma1, sigma2, batch)
     n = _check_count(n_draws, "n_draws")
-    key = _key(seed)
     h, d_in = W1.shape[-2:]
     d_out = W2.shape[-2]
     B = math.prod(batch)
@@ -112,9 +138,7 @@ def monte_carlo_perturbed_loss(
     per_draw = B * (2 * h * d_in + 2 * d_out * h + 3 * d_out * d_in)
     mean, var = _stream_chunks(
         _mc_chunk,
-        key,
-        n,
-        _chunk_size(n, per_draw),
+        _chunks(_generator(seed), n, _chunk_size(n, per_draw), h * d_in + d_out * h, _normal),
         jnp.asarray(W1.reshape((B, h, d_in))),
         jnp.asarray(W2.reshape((B, d_out, h))),
         jnp.asarray(teacher.matrix),
@@ -126,10 +150,10 @@ def monte_carlo_perturbed_loss(
     return mean.reshape(batch), (np.sqrt(var) / np.sqrt(n)).reshape(batch)
 
 
-@jax.jit(static_argnames=("chunk",))
-def _hutchinson_chunk(key, start, W1, W2, A, Sx, chunk):
-    """vᵀHv for Rademacher probes start … start + chunk − 1, shape (chunk, B); H is the
-    Hessian of L in (W1, W2), Hv = jax.jvp of jax.grad."""
+@jax.jit
+def _hutchinson_chunk(V1, V2, W1, W2, A, Sx):
+    """vᵀHv for the Rademacher probes V1 (chunk, h, d_in), V2 (chunk, d_out, h), shape
+    (chunk, B); H is the Hessian of L in (W1, W2), Hv = jax.jvp of jax.grad."""
 
     def loss(params):
         return _loss(params[0], params[1], A, Sx)
@@ -138,15 +162,10 @@ def _hutchinson_chunk(key, start, W1, W2, A, Sx, chunk):
         _, hv = jax.jvp(jax.grad(loss), ((w1, w2),), (v,))
         return jnp.sum(v[0] * hv[0]) + jnp.sum(v[1] * hv[1])
 
-    def one(k):
-        k1, k2 = jax.random.split(jax.random.fold_in(key, k))
-        v = (
-            jax.random.rademacher(k1, W1.shape[-2:], W1.dtype),
-            jax.random.rademacher(k2, W2.shape[-2:], W2.dtype),
-        )
-        return jax.vmap(quad, in_axes=(0, 0, None))(W1, W2, v)
+    def one(v1, v2):
+        return jax.vmap(quad, in_axes=(0, 0, None))(W1, W2, (v1, v2))
 
-    return jax.vmap(one)(start + jnp.arange(chunk))
+    return jax.vmap(one)(V1, V2)
 
 
 @x64
@@ -157,7 +176,8 @@ def hutchinson_hessian_trace(
 
     tr(H) ≈ mean_k v_kᵀ H v_k with Rademacher probes v_k (entries ±1, one per weight),
     H v computed as jax.jvp of jax.grad. Unbiased; its variance per probe is
-    2 Σ_{i≠j} H_ij². Batched weights share the probes.
+    2 Σ_{i≠j} H_ij². Batched weights share the probes (numpy's PCG64 stream named by the
+    seed, probe k always the k-th block of it).
 
     Args:
       W1, W2: (..., h, d_in), (..., d_out, h) weights.
@@ -177,9 +197,7 @@ def hutchinson_hessian_trace(
     per_probe = B * 6 * (h * d_in + d_out * h + d_out * d_in)
     samples = _run_chunks(
         _hutchinson_chunk,
-        _key(seed),
-        n,
-        _chunk_size(n, per_probe),
+        _chunks(_generator(seed), n, _chunk_size(n, per_probe), h * d_in + d_out * h, _rademacher),
         jnp.asarray(W1.reshape((B, h, d_in))),
         jnp.asarray(W2.reshape((B, d_out, h))),
         jnp.asarray(teacher.matrix),

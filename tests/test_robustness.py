@@ -185,7 +185,7 @@ def test_monte_carlo_streamed_in_chunks_equals_one_pass(monkeypatch):
     import numpy as np
 
     from linear_theory import make_teacher, monte_carlo_perturbed_loss
-    from linear_theory._noise_estimates import _key, _mc_chunk
+    from linear_theory._noise_estimates import _generator, _mc_chunk, _split
     from linear_theory._x64 import x64
 
     from linear_theory import _noise_estimates
@@ -199,9 +199,10 @@ def test_monte_carlo_streamed_in_chunks_equals_one_pass(monkeypatch):
     mean, se = monte_carlo_perturbed_loss(W1, W2, t, 0.1, 0.2, n, seed=7, progress=seen.append)
     assert seen == [64, 128, 150]
     @x64  # the estimator runs in float64; so do the reference draws
-    def all_draws():
-        args = (jnp.asarray(W1), jnp.asarray(W2), jnp.asarray(t.matrix), None, jnp.asarray(np.full(2, 0.1)), jnp.asarray(np.full(2, 0.2)))  # as the estimator passes them: no recompilation
-        return np.concatenate([np.asarray(_mc_chunk(_key(7), start, *args, 64)) for start in (0, 64, 128)])[:n]
+    def all_draws():  # all n draws of the seed's stream in one block (no chunks)
+        w1, w2 = jnp.asarray(W1), jnp.asarray(W2)
+        Z1, Z2 = _split(_generator(7).standard_normal((n, 3 * 4 + 3 * 3)), w1, w2)
+        return np.asarray(_mc_chunk(Z1, Z2, w1, w2, jnp.asarray(t.matrix), None, jnp.full(2, 0.1), jnp.full(2, 0.2)))
 
     draws = all_draws()
     assert draws.dtype == np.float64
