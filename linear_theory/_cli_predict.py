@@ -25,7 +25,10 @@ def add_commands(sub):
         "mode, s*_i = σ1² tr(Σx) + σ2² d_out d_i; E[L_pert] = ½Σ d_i(a_i − s_i/d_i)² + ½[σ2² d_out Σ d_i a_i + "
         "σ1² tr(Σx) Σ a_i + σ1²σ2² tr(Σx) h d_out]; a width-h network keeps the h modes with the largest "
         "s_i/√d_i; the rate must be below 2/λ_max = 2/max d_k(a_j + a_k) (1/s_max whitened). "
-        "Times in GD steps; losses ½ E‖W2W1x − Ax‖². --weight-decay is refused here. "
+        "Times in GD steps; losses ½ E‖W2W1x − Ax‖². The noise equals the weight decay (λ1 on W1, λ2 on W2) = "
+        "(σ2²d_out, σ1²d_in) in expectation (whitened, absolute noise): printed as the noise-optimal decay, with "
+        "the clean loss it costs at convergence; --weight-decay λ | λ1,λ2 | noise-optimal trains with it "
+        "(equal λ: fused sweep; λ1 ≠ λ2: exact per-mode map on the two factors). "
         "With --lambda L ≠ 0 the init is aligned λ-balanced (W2ᵀW2 − W1W1ᵀ = λI, whitened inputs) and the "
         "path is the exact per-mode GD map on the two factors: mode i is harmful iff s_i < √(s*(s* − |λ|)).",
     )
@@ -77,29 +80,45 @@ def add_commands(sub):
     f.set_defaults(run=run_finetune)
 
 
-def _refuse_weight_decay(args, command):
-    """Weight decay is not part of these predictions yet (it belongs with the regularisation
-    study): refuse it rather than accept and ignore it."""
-    if args.weight_decay:
-        raise ValueError(f"--weight-decay is not supported by {command} (its theory is for plain GD); "
-                         "use simulate --method gd --weight-decay")
+def _noise_optimal_decay(args, teacher):
+    """The noise-optimal weight decay and what it costs at convergence (absolute noise,
+    whitened inputs, depth 2; None otherwise): per matrix (σ2²d_out, σ1²d_in), whose fixed
+    point a = (s − √(λ1λ2))₊ minimises E[L_pert], and the best single λ = s*/2."""
+    if args.noise != "absolute" or teacher.input_variances is not None or args.depth != 2:
+        return None
+    from ._noise import noise_penalty
+    from ._weight_decay import balanced_noise_optimal_weight_decay, decayed_fixed_point, noise_optimal_weight_decay
+
+    l1, l2 = noise_optimal_weight_decay(teacher, args.sigma, args.sigma2)
+    lam = balanced_noise_optimal_weight_decay(teacher, args.sigma, args.sigma2)
+    s1, s2 = args.sigma, args.sigma if args.sigma2 is None else args.sigma2
+    h = args.d_hidden
+    out = {"per_matrix": {"W1": l1, "W2": l2}, "single": lam}
+    for key, wd in (("per_matrix", (l1, l2)), ("single", lam)):
+        a, n1, n2 = decayed_fixed_point(teacher, wd, h)
+        clean = 0.5 * float(np.sum((a - teacher.s) ** 2))
+        epl = clean + float(noise_penalty(n1.sum(), n2.sum(), teacher.d_in, teacher.d_out, h, s1**2, s2**2))
+        out[f"{key}_fixed_point"] = {"mode_strengths": a, "clean_loss": clean, "expected_perturbed_loss": epl}
+    return out
 
 
 def run_predict(args):
     from ._predict import predict
 
-    _refuse_weight_decay(args, "predict")
     teacher = cli.teacher_from_args(args)
     schedule = cli.schedule_from_args(args, args.max_steps)
     if args.depth != 2:
         return _run_predict_deep(args, teacher, schedule)
-    if args.lam != 0:
+    args.weight_decay = cli.weight_decay_from_args(args, teacher)
+    if args.lam != 0 or isinstance(args.weight_decay, tuple):
         return _run_predict_lambda(args, teacher, schedule)
     pred = predict(teacher, args.lr, args.sigma, args.max_steps, args.init_strength, args.d_hidden,
-                   args.sigma2, schedule, noise=PREDICT_NOISE[args.noise])
+                   args.sigma2, schedule, noise=PREDICT_NOISE[args.noise], weight_decay=args.weight_decay)
     payload = pred.to_dict()
     payload.update(singular_values=teacher.s, lr=args.lr, sigma=args.sigma,
                    sigma2=args.sigma if args.sigma2 is None else args.sigma2, schedule=args.schedule)
+    opt = _noise_optimal_decay(args, teacher)
+    payload["noise_optimal_weight_decay"] = opt
     optimum, cost, overshoot, why = _rise_explanation(teacher, pred, args.d_hidden)
     payload.update(noisy_optimum=optimum, overshoot_cost=cost, overshooting_modes=overshoot, rise_explanation=why)
     rows = [
@@ -114,7 +133,9 @@ def run_predict(args):
         [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],
         ["rise (final − min)", pred.rise],
         ["bound on the rise at convergence", pred.rise_bound_at_convergence],
-    ]
+        ["weight decay λ (both layers)", pred.weight_decay],
+        [f"clean loss at step {args.max_steps}", pred.clean_loss_at_max_steps],
+    ] + _decay_rows(opt)
     modes = [[i, s, "-" if k is None else k, "yes" if i in pred.harmful_modes else "no", o, g]
              for i, (s, k, o, g) in enumerate(zip(teacher.s, pred.mode_learning_steps, optimum, cost))]
     notes = ("learning step: first GD step with a_i ≥ s_i/2 (- : not by the last step). noisy optimum: the "
@@ -159,6 +180,18 @@ def _rise_explanation(teacher, pred, d_hidden):
     return optimum, cost, overshoot, why
 
 
+def _decay_rows(opt):
+    if opt is None:
+        return []
+    pm, one = opt["per_matrix_fixed_point"], opt["single_fixed_point"]
+    return [
+        ["noise-optimal decay λ1 (W1), λ2 (W2)", f"{opt['per_matrix']['W1']:.4g}, {opt['per_matrix']['W2']:.4g}"],
+        ["  its fixed point: clean loss, E[L_pert]", f"{pm['clean_loss']:.4g}, {pm['expected_perturbed_loss']:.4g}"],
+        ["best single λ = s*/2", opt["single"]],
+        ["  its fixed point: clean loss, E[L_pert]", f"{one['clean_loss']:.4g}, {one['expected_perturbed_loss']:.4g}"],
+    ]
+
+
 def _run_predict_deep(args, teacher, schedule):
     from ._deep import predict_deep
 
@@ -186,10 +219,10 @@ def _run_predict_deep(args, teacher, schedule):
 def _run_predict_lambda(args, teacher, schedule):
     from ._lambda_balanced import predict_lambda
 
-    if args.weight_decay:
-        raise ValueError("--lambda with --weight-decay is not modelled; drop one")
+    if args.noise != "absolute":
+        raise ValueError("--lambda or per-matrix --weight-decay λ1,λ2 takes absolute noise only")
     pred = predict_lambda(teacher, args.lr, args.sigma, args.max_steps, args.lam, args.init_strength,
-                          args.d_hidden, args.sigma2, schedule)
+                          args.d_hidden, args.sigma2, schedule, weight_decay=args.weight_decay)
     payload = pred.to_dict()
     payload.update(singular_values=teacher.s, lr=args.lr, sigma=args.sigma,
                    sigma2=args.sigma if args.sigma2 is None else args.sigma2, schedule=args.schedule)
@@ -204,7 +237,12 @@ def _run_predict_lambda(args, teacher, schedule):
         ["rise (final − min)", pred.rise],
         ["sensitivity E[L_pert] − L at step 0", pred.sensitivity_at_step_0],
         [f"sensitivity at step {args.max_steps}", pred.sensitivity_at_max_steps],
+        ["weight decay λ1 (W1), λ2 (W2)", ", ".join(f"{x:.4g}" for x in np.broadcast_to(args.weight_decay, 2))],
+        [f"clean loss at step {args.max_steps}", pred.clean_loss_at_max_steps],
     ]
+    opt = _noise_optimal_decay(args, teacher) if args.lam == 0 else None
+    payload["noise_optimal_weight_decay"] = opt
+    rows += _decay_rows(opt)
     _emit_prediction(args, teacher, pred, payload, rows)
 
 
@@ -212,8 +250,9 @@ def run_finetune(args):
     from ._finetune import finetune_lr_limit, finetune_sweep, finetune_target
     from ._phase import log_steps
 
-    _refuse_weight_decay(args, "finetune")
     teacher = cli.teacher_from_args(args)
+    if args.weight_decay == "noise-optimal":
+        raise ValueError("finetune has no --sigma: give --weight-decay as λ or λ1,λ2")
     if args.init == "random" and args.init_std is None:
         raise ValueError("--init random needs --init-std")
     T = np.asarray(args.pretrain_steps if args.pretrain_steps else log_steps(args.max_steps, 24), dtype=float)
@@ -227,7 +266,8 @@ def run_finetune(args):
                          f"2/(λ_max(H) + λ) = {limit:.4g} (λ_max(H): the sharpness of the fine-tuning loss at "
                          f"the balanced A and B solutions; GD diverges above it)")
     r = finetune_sweep(teacher, B, args.d_hidden, args.lr, T, args.finetune_lr, args.finetune_steps,
-                       args.finetune_l2, args.init, args.init_strength, args.init_std, args.seed, schedule)
+                       args.finetune_l2, args.init, args.init_strength, args.init_std, args.seed, schedule,
+                       weight_decay=args.weight_decay)
     payload = dict(
         pretrain_steps=r.pretrain_steps.astype(int),
         pretrain_loss_before_finetune=r.pretrain_loss_before,

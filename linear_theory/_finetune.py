@@ -160,6 +160,7 @@ def finetune_sweep(
     init_std: float | None = None,
     seed: int = 0,
     schedule: Schedule = CONSTANT,
+    weight_decay=0.0,
 ) -> FinetuneSweep:
     """Pre-train on A (full-matrix GD), then fine-tune every checkpoint on B.
 
@@ -174,6 +175,7 @@ def finetune_sweep(
         reported as inf).
       finetune_steps: K ≥ 1.
       finetune_l2: λ ≥ 0, coefficient of ½‖W − W(T)‖² per layer.
+      weight_decay: weight decay of pre-training (λ or (λ1, λ2), `simulate_gd`).
     """
     T = check_checkpoints(pretrain_steps, allow_inf=False)
     B = np.asarray(target, dtype=np.float64)
@@ -186,7 +188,8 @@ def finetune_sweep(
     if not np.isfinite(finetune_l2) or finetune_l2 < 0:
         raise ValueError("fine-tuning L2 coefficient must be non-negative")
     pre = simulate_gd(teacher, d_hidden, lr, T, init=init, init_strength=init_strength, init_std=init_std,
-                      seed=seed, schedule=schedule, record_weights=True)
+                      seed=seed, schedule=schedule, record_weights=True,
+                      weight_decay=weight_decay)
     Sxx = teacher.input_covariance
     whitened = teacher.input_variances is None
     run = jax.vmap(lambda w1, w2: _finetune(w1, w2, B, Sxx, finetune_lr, finetune_l2, int(finetune_steps), whitened))

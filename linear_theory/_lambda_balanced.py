@@ -297,6 +297,7 @@ class LambdaPrediction:
     sensitivity_at_step_0: float
     sensitivity_at_max_steps: float
     max_steps: int
+    clean_loss_at_max_steps: float | None = None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -389,5 +390,5 @@ def predict_lambda(teacher: Teacher, lr: float, sigma: float, max_steps: int, la
         mode_learning_steps=[int(x) if x >= 0 else None for x in learned], inflection_step=k,
         min_expected_perturbed_loss=best, expected_perturbed_loss_at_max_steps=float(epl[-1]),
         rise=float(epl[-1] - best), sensitivity_at_step_0=sens0, sensitivity_at_max_steps=float(sens[-1]),
-        max_steps=max_steps,
+        max_steps=max_steps, clean_loss_at_max_steps=float(epl[-1] - sens[-1]),
     )
