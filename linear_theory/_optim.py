@@ -142,7 +142,7 @@ def train_optax(
     for max_steps steps; see the module docstring for what is recorded.
 
     checkpoints: steps at which the dense Hessian's top eigenvalue is computed (default: 12
-    log-spaced steps); keep the network small (the Hessian is (h(d_in+d_out))²).
+    log-spaced steps; [] for none); keep the network small (the Hessian is (h(d_in+d_out))²).
     weights: (W1, W2) to start from instead of `init`.
     """
     import optax
@@ -158,7 +158,8 @@ def train_optax(
         raise ValueError("noise stds must be finite and non-negative")
     n = int(max_steps)
     ck = np.unique(np.round(np.geomspace(1, n, 12)).astype(int)) if checkpoints is None else np.unique(checkpoints)
-    if ck.size == 0 or ck.min() < 0 or ck.max() > n:
+    ck = ck.astype(np.int64)
+    if ck.size and (ck.min() < 0 or ck.max() > n):
         raise ValueError("checkpoints must lie in 0 … max_steps")
     opt = make_optimizer(optimizer, lr, schedule, **opt_kwargs)
     if weights is None:
