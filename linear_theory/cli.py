@@ -21,6 +21,7 @@ from .output import RunFailure, atomic_write_json, envelope, format_table, jsona
 COMMAND_MODULES = (
     "linear_theory._cli_simulate",
     "linear_theory._cli_predict",
+    "linear_theory._cli_optim",
     "figures.cli",
     "experiments.cli",
 )
