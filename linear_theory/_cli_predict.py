@@ -79,6 +79,115 @@ def add_commands(sub):
     cli.add_output_args(f)
     f.set_defaults(run=run_finetune)
 
+    g = sub.add_parser(
+        "finetune-grid",
+        help="fine-tuning knobs on a grid: rate, steps, ℓ2-to-init, pre-training schedule; where L_A turns",
+        description="Pre-train on A (full-matrix GD from the same init) under each --pretrain-schedules entry, then "
+        "fine-tune every checkpoint T on B for every combination of --finetune-lr, --finetune-steps and "
+        "--finetune-l2 (as `finetune`). Per combination: the turning step argmin_T L_A after fine-tuning (interior: "
+        "a U; at the last T: no turn within the sweep), the rise of L_A after it, and L_A (out of domain) and L_B "
+        "(in domain) after fine-tuning the last checkpoint and the turning one. Times in GD steps; losses ½‖W2W1 − ·‖².",
+    )
+    cli.add_teacher_args(g)
+    cli.add_init_args(g)
+    gg = g.add_argument_group("pre-training")
+    gg.add_argument("--lr", type=cli.positive, default=0.05, help="peak pre-training rate per GD step (default 0.05)")
+    gg.add_argument("--pretrain-schedules", type=cli._type(_schedule_names, "list of schedules"),
+                    default=["constant", "cosine", "wsd"], metavar="S1,S2",
+                    help="pre-training schedules, decaying over the whole sweep to its last checkpoint "
+                         "(constant, cosine, wsd; default all three)")
+    gg.add_argument("--warmup-steps", type=cli.nonneg_int, default=0, help="linear warmup steps (cosine, wsd)")
+    gg.add_argument("--decay-fraction", type=cli.nonneg, default=0.2, help="fraction of the run decaying (wsd)")
+    gg.add_argument("--weight-decay", type=cli.weight_decay, default=0.0, metavar="L|L1,L2",
+                    help="pre-training weight decay λ or λ1,λ2 (default 0)")
+    gg.add_argument("--pretrain-steps", type=cli.step_list, metavar="T1,T2,...",
+                    help="pre-training checkpoints (default: 0 and 24 log-spaced steps up to --max-steps)")
+    gg.add_argument("--max-steps", type=cli.pos_int, default=10000, help="last pre-training step (default 10000)")
+    gk = g.add_argument_group("fine-tuning knobs (every combination)")
+    gk.add_argument("--finetune-lr", type=cli.float_list, default=[0.01, 0.05], metavar="E1,E2",
+                    help="fixed fine-tuning rates per step (default 0.01,0.05)")
+    gk.add_argument("--finetune-steps", type=cli.float_list, default=[50], metavar="K1,K2",
+                    help="fine-tuning GD steps (default 50)")
+    gk.add_argument("--finetune-l2", type=cli.float_list, default=[0.0, 0.5], metavar="L1,L2",
+                    help="λ of ½λ‖W − W(T)‖² per layer (default 0,0.5)")
+    gk.add_argument("--change", choices=("rank", "rotate"), default="rank", help="as in finetune (default rank)")
+    gk.add_argument("--change-size", type=cli.finite, default=1.0, help="as in finetune (default 1.0)")
+    gk.add_argument("--change-rank", type=cli.pos_int, default=4, help="as in finetune (default 4)")
+    gk.add_argument("--change-seed", type=cli.nonneg_int, default=1, help="as in finetune (default 1)")
+    cli.add_output_args(g)
+    g.set_defaults(run=run_finetune_grid)
+
+
+def _schedule_names(text):
+    from ._schedules import KINDS
+
+    names = list(dict.fromkeys(x.strip() for x in text.split(",")))
+    bad = [x for x in names if x not in KINDS]
+    if bad:
+        raise ValueError(f"unknown schedule {', '.join(bad)}; known: {', '.join(KINDS)}")
+    return names
+
+
+def run_finetune_grid(args):
+    from ._finetune import finetune_grid, finetune_lr_limit, finetune_target
+    from ._phase import log_steps
+    from ._schedules import Schedule
+
+    teacher = cli.teacher_from_args(args)
+    if args.init == "random" and args.init_std is None:
+        raise ValueError("--init random needs --init-std")
+    if args.weight_decay == "noise-optimal":
+        raise ValueError("finetune-grid has no --sigma: give --weight-decay as λ or λ1,λ2")
+    T = np.asarray(args.pretrain_steps if args.pretrain_steps else log_steps(args.max_steps, 24), dtype=float)
+    if np.any(np.isinf(T)):
+        raise ValueError("--pretrain-steps must be finite")
+    for name, xs, ok in (("--finetune-lr", args.finetune_lr, lambda x: x > 0),
+                         ("--finetune-steps", args.finetune_steps, lambda x: x >= 1 and x == int(x)),
+                         ("--finetune-l2", args.finetune_l2, lambda x: x >= 0)):
+        if not all(np.isfinite(x) and ok(x) for x in xs):
+            raise ValueError(f"{name}: every entry must be " + {"--finetune-lr": "positive",
+                             "--finetune-steps": "a positive integer", "--finetune-l2": "≥ 0"}[name])
+    B = finetune_target(teacher, args.change, args.change_size, args.change_rank, args.change_seed)
+    for l2 in args.finetune_l2:
+        limit = finetune_lr_limit(teacher, B, l2)
+        if max(args.finetune_lr) >= limit:
+            raise ValueError(f"--finetune-lr {max(args.finetune_lr):g} is at or beyond the fine-tuning stability "
+                             f"limit 2/(λ_max(H) + λ) = {limit:.4g} at λ = {l2:g}")
+    total = int(T.max())
+    schedules = {k: Schedule() if k == "constant" else Schedule(k, total_steps=max(total, 1),
+                                                               warmup_steps=args.warmup_steps,
+                                                               decay_fraction=args.decay_fraction)
+                 for k in args.pretrain_schedules}
+    grid = finetune_grid(teacher, B, args.d_hidden, args.lr, T, args.finetune_lr,
+                         [int(k) for k in args.finetune_steps], args.finetune_l2, schedules, args.init,
+                         args.init_strength, args.init_std, args.seed, args.weight_decay)
+    results, rows = [], []
+    for (sched, ft_lr, K, l2), r in zip(grid.rows, grid.sweeps):
+        k = int(np.argmin(r.pretrain_loss_after))
+        res = dict(schedule=sched, finetune_lr=ft_lr, finetune_steps=K, finetune_l2=l2,
+                   turning_step=r.turning_step, turning_is_interior=r.turning_is_interior,
+                   rise_after_turning=float(r.pretrain_loss_after[-1] - r.pretrain_loss_after[k]),
+                   pretrain_loss_after_at_last=float(r.pretrain_loss_after[-1]),
+                   finetune_loss_after_at_last=float(r.finetune_loss_after[-1]),
+                   pretrain_loss_after_at_turn=float(r.pretrain_loss_after[k]),
+                   finetune_loss_after_at_turn=float(r.finetune_loss_after[k]),
+                   pretrain_loss_after=r.pretrain_loss_after, finetune_loss_after=r.finetune_loss_after)
+        results.append(res)
+        rows.append([sched, ft_lr, K, l2, r.turning_step, "U" if r.turning_is_interior else "edge",
+                     res["rise_after_turning"], res["pretrain_loss_after_at_last"], res["finetune_loss_after_at_last"],
+                     res["finetune_loss_after_at_turn"]])
+    payload = dict(pretrain_steps=T.astype(int), grid=results,
+                   change=dict(kind=args.change, size=args.change_size, rank=args.change_rank, seed=args.change_seed),
+                   units={"steps": "GD steps", "loss": "½‖W2W1 − A‖² (L_A, out of domain) and ½‖W2W1 − B‖² "
+                          "(L_B, in domain), after fine-tuning"})
+    table = cli.format_table(["schedule", "η_ft", "K", "λ_ft", "turn T*", "shape", "rise of L_A", "L_A last",
+                              "L_B last", "L_B at T*"], rows)
+    notes = ("turn T*: pre-training step minimising L_A after fine-tuning; shape U: interior minimum (the turn), edge: "
+             "at the first or last checkpoint (no turn within the sweep); rise of L_A: L_A after fine-tuning the "
+             "last checkpoint minus its minimum; L_A last, L_B last: after fine-tuning the last checkpoint; L_B at "
+             "T*: the in-domain loss when stopping pre-training at the turn. Compare rows that differ in one knob.")
+    cli.emit(args, payload, table + "\n\n" + wrap(notes, 100))
+
 
 def _noise_optimal_decay(args, teacher):
     """The noise-optimal weight decay and what it costs at convergence (absolute noise,
