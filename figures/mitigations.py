@@ -90,8 +90,9 @@ def make_mitigations(config: MitigationsConfig = MitigationsConfig()):
     for name, cur in curves.items():
         col = COLORS[name]
         e, k = cur["expected_perturbed_loss"], cur["turn_step"]
+        label = f"SAM ρ = {c.sam_rho:g}" if name == "SAM" else name
         ax.plot(x, e, color=col, lw=2.2 if name.startswith("GD +") else 1.3,
-                label=f"{name}: turn {k}, rise {cur['rise']:.2g}")
+                label=f"{label}: turn {k}, rise {cur['rise']:.2g}")
         ax.plot(max(k, 1), e[k], "o", color=col, ms=5, mec="white", mew=0.8, zorder=5)
         axc.plot(x, cur["clean_loss"], color=col, label=name)
     ax.axhline(best, color=COLORS["GD + noise-optimal λ1, λ2"], ls="--", lw=0.9,

@@ -57,17 +57,19 @@ def make_optimizer(name: str, lr: float, schedule: Schedule = CONSTANT, *, momen
     sched = lambda k: lr * schedule(k)  # noqa: E731
     if name == "adamw":
         return optax.adamw(sched, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
-    base = {
+
+    def coupled(opt):  # (λ/2)‖W‖² in the loss: λW added to the gradient the optimiser sees
+        return optax.chain(optax.add_decayed_weights(weight_decay), opt) if weight_decay else opt
+
+    if name == "sam":  # the decay goes with the outer step (the ascent direction is the plain gradient)
+        return optax.contrib.sam(coupled(optax.sgd(sched)), optax.chain(optax.contrib.normalize(), optax.sgd(rho)),
+                                 sync_period=2, opaque_mode=True)
+    return coupled({
         "sgd": lambda: optax.sgd(sched),
         "momentum": lambda: optax.sgd(sched, momentum=momentum),
         "adam": lambda: optax.adam(sched, b1=b1, b2=b2, eps=eps),
         "sign": lambda: optax.sign_sgd(sched),
-        "sam": lambda: optax.contrib.sam(optax.sgd(sched), optax.chain(optax.contrib.normalize(), optax.sgd(rho)),
-                                         sync_period=2, opaque_mode=True),
-    }[name]()
-    if weight_decay:
-        return optax.chain(optax.add_decayed_weights(weight_decay), base)
-    return base
+    }[name]())
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -120,3 +120,13 @@ def test_minibatch_gradient_is_unbiased(small):
     mb = train_optax(t, 3, "sgd", 0.2, 3, weights=W, checkpoints=[3], batch_size=40000, label_noise=0.5)
     moved = np.linalg.norm(pop.W1[0] - W[0])
     assert np.linalg.norm(mb.W1[0] - pop.W1[0]) < 0.03 * moved
+
+
+def test_coupled_weight_decay_is_simulate_gd(small):
+    """optax sgd with weight decay (λ1 = λ2) is GD on L + (λ/2)‖W‖², as in simulate_gd."""
+    from linear_theory import simulate_gd
+
+    t, W = small
+    run = train_optax(t, 3, "sgd", 0.1, 50, weights=W, checkpoints=[50], weight_decay=0.2)
+    ref = simulate_gd(t, 3, 0.1, [50], W1=W[0], W2=W[1], weight_decay=0.2, record_weights=True)
+    np.testing.assert_allclose(run.W1[0], ref.W1[0], rtol=1e-12, atol=1e-14)
