@@ -14,11 +14,8 @@ import dataclasses
 
 import numpy as np
 
-from linear_theory import Schedule, critical_singular_value, gd_modes
-from linear_theory._noise import noise_penalty
-from linear_theory._optim import train_optax
-from linear_theory._weight_decay import (balanced_noise_optimal_weight_decay, decayed_fixed_point,
-                                         noise_optimal_weight_decay)
+from linear_theory import (Schedule, balanced_noise_optimal_weight_decay, critical_singular_value, decayed_fixed_point,
+                           gd_modes, noise_optimal_weight_decay, sensitivity_from_norms, train_optax)
 
 from . import _style as st
 from ._output import config_dict
@@ -49,8 +46,8 @@ class MitigationsConfig(Problem):
 
 def _epl(teacher, h, sigma, traj):
     """E[L_pert] from a trajectory's loss and norms (exact for any weights, whitened)."""
-    return traj.loss + noise_penalty(traj.w1_sq_norm, traj.w2_sq_norm, teacher.d_in, teacher.d_out, h,
-                                     sigma**2, sigma**2)
+    return traj.loss + sensitivity_from_norms(traj.w1_sq_norm, traj.w2_sq_norm, teacher.d_in, teacher.d_out, h,
+                                              sigma)
 
 
 @st.styled
@@ -76,9 +73,8 @@ def make_mitigations(config: MitigationsConfig = MitigationsConfig()):
         curves[name] = dict(expected_perturbed_loss=run.expected_perturbed_loss[0], clean_loss=run.loss,
                             hessian_trace_at_end=float(run.hessian_trace[-1]))
     a, n1, n2 = decayed_fixed_point(teacher, (l1, l2), h)
-    best = 0.5 * float(np.sum((a - teacher.s) ** 2)) + float(noise_penalty(n1.sum(), n2.sum(), teacher.d_in,
-                                                                              teacher.d_out, h, c.sigma**2,
-                                                                              c.sigma**2))
+    best = 0.5 * float(np.sum((a - teacher.s) ** 2)) + float(
+        sensitivity_from_norms(n1.sum(), n2.sum(), teacher.d_in, teacher.d_out, h, c.sigma))
     for cur in curves.values():
         e = cur["expected_perturbed_loss"]
         k = int(np.argmin(e))
