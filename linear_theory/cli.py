@@ -180,8 +180,9 @@ def add_schedule_args(p):
                    help="fraction of the run spent decaying (wsd, default 0.2)")
     g.add_argument("--weight-decay", type=weight_decay, default=0.0, metavar="L|L1,L2",
                    help="weight decay: λ of (λ/2)‖W‖² on both layers, or λ1,λ2 for (λ1/2)‖W1‖² + (λ2/2)‖W2‖² "
-                        "(loss units per squared weight unit; default 0). predict also takes 'noise-optimal': "
-                        "(σ2²d_out, σ1²d_in), the decay that equals the weight noise in expectation")
+                        "(loss units per squared weight unit; default 0). predict and simulate (with --sigma, absolute "
+                        "noise) also take 'noise-optimal': (σ2²d_out, σ1²d_in), the decay that equals the weight "
+                        "noise in expectation")
 
 
 def add_output_args(p):
