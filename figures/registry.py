@@ -47,6 +47,9 @@ FIGURES = {
                    "schedules", "make_schedules", "SchedulesConfig"),
         FigureSpec("sharpness", "expected loss increase under noise against tr(H) along random-init training",
                    "sharpness", "make_sharpness", "SharpnessConfig"),
+        FigureSpec("mitigations", "E[L_pert] and clean loss per optimiser and regulariser (weight decay with the "
+                   "noise-optimal λ marked, schedule, momentum, Adam, sign descent, SAM)",
+                   "mitigations", "make_mitigations", "MitigationsConfig"),
     )
 }
 

@@ -91,6 +91,17 @@ _EXPORTS = {
     "finetune_sweep": "_finetune",
     "finetune_target": "_finetune",
     "enable_compilation_cache": "_compile_cache",
+    "FinetuneGrid": "_finetune",
+    "finetune_grid": "_finetune",
+    "balanced_noise_optimal_weight_decay": "_weight_decay",
+    "decayed_fixed_point": "_weight_decay",
+    "noise_optimal_weight_decay": "_weight_decay",
+    "OPTIMIZERS": "_optim",
+    "OptimRun": "_optim",
+    "axis_teacher": "_optim",
+    "make_optimizer": "_optim",
+    "sign_descent_modes": "_optim",
+    "train_optax": "_optim",
 }
 
 __all__ = list(_EXPORTS)

@@ -58,14 +58,16 @@ def simulate_from_args(args):
         return teacher, _simulate_lambda(args, teacher, steps, schedule)
     if args.method != "gd" and args.init != "aligned":
         raise ValueError(f"--method {args.method} needs --init aligned")
-    if args.method == "flow" and (args.schedule != "constant" or args.weight_decay):
-        raise ValueError("--method flow is constant-rate gradient flow without weight decay")
-    if args.method in ("modes", "flow") and args.weight_decay:
-        raise ValueError(f"--method {args.method} has no weight decay; use --method gd")
-    kw = dict(init_strength=args.init_strength, d_hidden=args.d_hidden)
+    wd = args.weight_decay = cli.weight_decay_from_args(args, teacher)
+    if args.method == "flow" and (args.schedule != "constant" or isinstance(wd, tuple)):
+        raise ValueError("--method flow is constant-rate gradient flow, with one weight decay λ on both layers "
+                         "(no closed form for λ1 ≠ λ2: use --method modes)")
+    if args.method == "modes" and isinstance(wd, tuple) and args.sigma is not None:
+        raise ValueError("--sigma with --method modes needs balanced weights (one λ); use --method gd for λ1,λ2")
+    kw = dict(init_strength=args.init_strength, d_hidden=args.d_hidden, weight_decay=wd)
     if args.method == "gd":
         traj = simulate_gd(teacher, args.d_hidden, args.lr, steps, init=args.init, init_strength=args.init_strength,
-                           init_std=args.init_std, seed=args.seed, schedule=schedule, weight_decay=args.weight_decay,
+                           init_std=args.init_std, seed=args.seed, schedule=schedule, weight_decay=wd,
                            record_weights=args.sigma is not None and bool(np.all(np.isfinite(steps))))
     elif args.method == "modes":
         traj = gd_modes(teacher, args.lr, steps, schedule=schedule, **kw)
@@ -95,7 +97,7 @@ def _simulate_deep(args, teacher, steps, schedule):
 
     if args.depth < 2:
         raise ValueError("--depth must be at least 2")
-    if args.init == "lambda-balanced" or args.weight_decay:
+    if args.init == "lambda-balanced" or cli.weight_decay_from_args(args, teacher):
         raise ValueError("--depth ≥ 3 supports --init aligned|random without weight decay")
     if args.sigma is not None and args.noise != "absolute":
         raise ValueError("--depth ≥ 3 supports --noise absolute only")
@@ -141,6 +143,7 @@ def _simulate_lambda(args, teacher, steps, schedule):
     from ._lambda_balanced import check_lambda_lr, lambda_balanced_init, lambda_gd_modes, lambda_gradient_flow
 
     lr = check_lambda_lr(teacher, args.lr, args.lam)
+    args.weight_decay = cli.weight_decay_from_args(args, teacher)
     if args.method != "gd" and args.weight_decay:
         raise ValueError(f"--method {args.method} has no weight decay; use --method gd")
     if args.method == "flow":

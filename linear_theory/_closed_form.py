@@ -35,20 +35,28 @@ def flow_strengths(s, a0, t, d=1.0):
     no cancellation for a0 on either side of c, no overflow for large s·t (the exponentials
     only underflow to 0, giving a = c) and full relative precision for tiny a0.
     Broadcasts over s, a0, t, d; t = inf gives the fixed point c (0 when a0 = 0).
+    s ≤ 0 (weight decay λ ≥ s: s − λ in place of s) decays to 0: for s < 0 both terms of the
+    denominator are ≤ 0 (again no cancellation); s = 0 is da/dt = −2d a², a = a0/(1 + 2d a0 t).
     """
     s, a0, t, d = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (s, a0, t, d)))
     c = s / d
-    x = 2.0 * s * t
-    denom = -a0 * np.expm1(-x) + c * np.exp(-x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = 2.0 * s * t
+        denom = -a0 * np.expm1(-x) + c * np.exp(-x)
     with np.errstate(invalid="ignore", divide="ignore"):
         a = c * a0 / denom
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        a = np.where(s == 0.0, a0 / (1.0 + 2.0 * d * a0 * t), a)
     return np.where(a0 == 0.0, 0.0, a)
 
 
 def gradient_flow(
-    teacher: Teacher, times, init_strength=1e-6, d_hidden: int | None = None
+    teacher: Teacher, times, init_strength=1e-6, d_hidden: int | None = None, weight_decay: float = 0.0
 ) -> Trajectory:
     """Closed-form gradient flow from aligned balanced init, at flow times `times`.
+
+    With weight decay λ on both matrices the flow is the same with s − λ in place of s
+    (`_weight_decay`); per-matrix λ1 ≠ λ2 has no closed form here (ValueError).
 
     Args:
       teacher: the teacher (whitened or co-diagonal inputs).
@@ -61,8 +69,14 @@ def gradient_flow(
     t = np.atleast_1d(np.asarray(times, dtype=np.float64))
     if t.ndim != 1 or np.any(np.isnan(t)) or np.any(t < 0):
         raise ValueError("times must be a 1-d list of non-negative numbers")
+    from ._weight_decay import check_weight_decay
+
+    l1, l2 = check_weight_decay(weight_decay)
+    if l1 != l2:
+        raise ValueError("no closed form for per-matrix weight decay λ1 ≠ λ2 (balance is not conserved); "
+                         "use gd_modes(weight_decay=(λ1, λ2))")
     a0 = initial_strengths(teacher, init_strength, d_hidden)
-    a = flow_strengths(teacher.s, a0, t[:, None], teacher.variances)
+    a = flow_strengths(teacher.s - l1, a0, t[:, None], teacher.variances)
     norm = a.sum(-1)
     return Trajectory(
         times=t,

@@ -160,6 +160,7 @@ def finetune_sweep(
     init_std: float | None = None,
     seed: int = 0,
     schedule: Schedule = CONSTANT,
+    weight_decay=0.0,
 ) -> FinetuneSweep:
     """Pre-train on A (full-matrix GD), then fine-tune every checkpoint on B.
 
@@ -174,6 +175,7 @@ def finetune_sweep(
         reported as inf).
       finetune_steps: K ≥ 1.
       finetune_l2: λ ≥ 0, coefficient of ½‖W − W(T)‖² per layer.
+      weight_decay: weight decay of pre-training (λ or (λ1, λ2), `simulate_gd`).
     """
     T = check_checkpoints(pretrain_steps, allow_inf=False)
     B = np.asarray(target, dtype=np.float64)
@@ -186,7 +188,15 @@ def finetune_sweep(
     if not np.isfinite(finetune_l2) or finetune_l2 < 0:
         raise ValueError("fine-tuning L2 coefficient must be non-negative")
     pre = simulate_gd(teacher, d_hidden, lr, T, init=init, init_strength=init_strength, init_std=init_std,
-                      seed=seed, schedule=schedule, record_weights=True)
+                      seed=seed, schedule=schedule, record_weights=True,
+                      weight_decay=weight_decay)
+    return _finetune_checkpoints(teacher, B, pre, finetune_lr, int(finetune_steps), finetune_l2)
+
+
+def _finetune_checkpoints(teacher: Teacher, B, pre, finetune_lr: float, finetune_steps: int,
+                          finetune_l2: float) -> FinetuneSweep:
+    """Fine-tune every checkpoint of a pre-training run `pre` (recorded weights) on B."""
+    T = pre.times
     Sxx = teacher.input_covariance
     whitened = teacher.input_variances is None
     run = jax.vmap(lambda w1, w2: _finetune(w1, w2, B, Sxx, finetune_lr, finetune_l2, int(finetune_steps), whitened))
@@ -222,3 +232,47 @@ def finetune_sweep(
         finetune_steps=int(finetune_steps),
         finetune_l2=float(finetune_l2),
     )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FinetuneGrid:
+    """Fine-tuning knobs on a grid (every combination), each a `FinetuneSweep` over the same
+    pre-training checkpoints: rows (schedule, finetune_lr, finetune_steps, finetune_l2)."""
+
+    rows: list
+    sweeps: list
+
+
+@x64
+def finetune_grid(
+    teacher: Teacher,
+    target: np.ndarray,
+    d_hidden: int,
+    lr: float,
+    pretrain_steps,
+    finetune_lrs,
+    finetune_steps,
+    finetune_l2s,
+    schedules: dict,
+    init: str = "aligned",
+    init_strength=1e-6,
+    init_std: float | None = None,
+    seed: int = 0,
+    weight_decay=0.0,
+) -> FinetuneGrid:
+    """`finetune_sweep` for every (pre-training schedule, η_ft, K, λ) in the product of the
+    lists; each schedule (name → `Schedule`) is pre-trained once and its checkpoints reused."""
+    T = check_checkpoints(pretrain_steps, allow_inf=False)
+    B = np.asarray(target, dtype=np.float64)
+    rows, sweeps = [], []
+    for name, schedule in schedules.items():
+        pre = simulate_gd(teacher, d_hidden, lr, T, init=init, init_strength=init_strength, init_std=init_std,
+                          seed=seed, schedule=schedule, record_weights=True, weight_decay=weight_decay)
+        for ft_lr in finetune_lrs:
+            for K in finetune_steps:
+                for l2 in finetune_l2s:
+                    if not np.isfinite(ft_lr) or ft_lr <= 0 or int(K) != K or K < 1 or not np.isfinite(l2) or l2 < 0:
+                        raise ValueError("fine-tuning rates must be positive, steps positive integers, L2 ≥ 0")
+                    rows.append((name, float(ft_lr), int(K), float(l2)))
+                    sweeps.append(_finetune_checkpoints(teacher, B, pre, float(ft_lr), int(K), float(l2)))
+    return FinetuneGrid(rows, sweeps)

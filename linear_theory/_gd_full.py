@@ -12,6 +12,7 @@ from ._gd_map import check_checkpoints, check_lr, finite_gaps, segment_scan
 from ._schedules import CONSTANT, Schedule
 from ._teacher import Teacher, random_orthonormal
 from ._trajectory import STEPS, Trajectory, mode_strengths_of
+from ._weight_decay import check_weight_decay, decayed_fixed_point
 from ._x64 import x64
 
 INITS = ("aligned", "random")
@@ -63,12 +64,12 @@ def loss_and_grads(W1, W2, A, Sxx, Syx, whitened: bool):
 
 
 @jax.jit(static_argnames=("schedule", "whitened", "record_weights"))
-def _run(W1, W2, lr, wd, gaps, A, Sxx, Syx, U, V, schedule, whitened, record_weights):
+def _run(W1, W2, lr, wd1, wd2, gaps, A, Sxx, Syx, U, V, schedule, whitened, record_weights):
     def step(state, k):
         W1, W2 = state
         _, g2, g1 = loss_and_grads(W1, W2, A, Sxx, Syx, whitened)
         eta = lr * schedule(k)
-        return W1 - eta * (g1 + wd * W1), W2 - eta * (g2 + wd * W2)
+        return W1 - eta * (g1 + wd1 * W1), W2 - eta * (g2 + wd2 * W2)
 
     def record(state):
         W1, W2 = state
@@ -82,12 +83,15 @@ def _run(W1, W2, lr, wd, gaps, A, Sxx, Syx, U, V, schedule, whitened, record_wei
     return segment_scan(step, record, (W1, W2), gaps)
 
 
-def _fixed_point(teacher: Teacher, d_hidden: int, weight_decay: float):
-    """Mode strengths at the global minimum: the best rank-h approximation in the input
-    metric (`fixed_point_strengths`), known without weight decay only."""
-    if weight_decay != 0:
-        return None
-    return fixed_point_strengths(teacher, d_hidden)
+def _fixed_point(teacher: Teacher, d_hidden: int, weight_decay):
+    """(a, ‖W1‖², ‖W2‖²) at the global minimum: the best rank-h approximation in the input
+    metric (`fixed_point_strengths`), shrunk to (s − √(λ1λ2))₊/d with weight decay
+    (`decayed_fixed_point`, unbalanced when λ1 ≠ λ2)."""
+    if weight_decay == (0.0, 0.0):
+        a = fixed_point_strengths(teacher, d_hidden)
+        return a, a.sum(), a.sum()
+    a, b1sq, b2sq = decayed_fixed_point(teacher, weight_decay, d_hidden)
+    return a, b1sq.sum(), b2sq.sum()
 
 
 def _given_weights(teacher: Teacher, d_hidden: int, W1, W2):
@@ -117,26 +121,27 @@ def simulate_gd(
     init_std: float | None = None,
     seed=0,
     schedule: Schedule = CONSTANT,
-    weight_decay: float = 0.0,
+    weight_decay=0.0,
     record_weights: bool = False,
     W1=None,
     W2=None,
 ) -> Trajectory:
     """Gradient descent on the full matrices W1 (h × d_in), W2 (d_out × h).
 
-    W ← W − η_k (∇L + weight_decay · W), both layers from the same iterate, with
+    W_l ← W_l − η_k (∇L + λ_l W_l), both layers from the same iterate, with
     η_k = lr × schedule(k). Mode strengths are projections on the teacher's fixed pairs.
 
     Args:
       teacher, d_hidden: the problem; h may be smaller or larger than the rank.
       lr: peak rate, scalar or 1-d array (vmapped).
       checkpoints: steps to record at; inf is the theoretical fixed point (the best rank-h
-        approximation in the input metric, `fixed_point_strengths`; balanced), available
-        without weight decay only.
+        approximation in the input metric, `fixed_point_strengths`, balanced; with weight
+        decay `decayed_fixed_point`).
       init, init_strength, init_std: see `init_weights`.
       seed: int or 1-d list of ints (vmapped); seeds init (R or the Gaussian entries).
       schedule: a `Schedule` multiplying lr per step.
-      weight_decay: coefficient of ½‖W‖² added to the loss of each layer.
+      weight_decay: λ, coefficient of ½‖W‖² added to the loss of each layer, or a pair
+        (λ1 on W1, λ2 on W2).
       record_weights: also return W1, W2 at every finite checkpoint.
       W1, W2: start from these weights instead of `init` ((h, d_in), (d_out, h), or with
         a leading batch axis that takes the place of the seed axis); init, init_strength,
@@ -146,8 +151,7 @@ def simulate_gd(
       A Trajectory in steps with batch axes (seed, lr) for each of seed/lr given as a list.
     """
     lrs = check_lr(teacher, lr, d_hidden)
-    if not np.isfinite(weight_decay) or weight_decay < 0:
-        raise ValueError("weight decay must be a non-negative number")
+    wd1, wd2 = weight_decay = check_weight_decay(weight_decay)
     c = check_checkpoints(checkpoints)
     if (W1 is None) != (W2 is None):
         raise ValueError("give both W1 and W2, or neither")
@@ -165,7 +169,7 @@ def simulate_gd(
     consts = [jnp.asarray(x) for x in (teacher.matrix, teacher.input_covariance, teacher.correlation, teacher.U, teacher.V)]
     gaps = jnp.asarray(finite_gaps(c))
     fin = np.isfinite(c)
-    run = lambda w1, w2, eta: _run(w1, w2, eta, weight_decay, gaps, *consts, schedule, whitened, record_weights)
+    run = lambda w1, w2, eta: _run(w1, w2, eta, wd1, wd2, gaps, *consts, schedule, whitened, record_weights)
     # vmap over seeds (outer) and learning rates (inner).
     batched = jax.vmap(jax.vmap(run, in_axes=(None, None, 0)), in_axes=(0, 0, None))
     out = {k: np.asarray(v) for k, v in batched(W1_0, W2_0, jnp.asarray(lrs.reshape(-1))).items()} if fin.any() else {}
@@ -179,12 +183,10 @@ def simulate_gd(
     if fin.any():
         a[..., fin, :], loss[..., fin], n1[..., fin], n2[..., fin] = out["a"], out["loss"], out["n1"], out["n2"]
     if (~fin).any():
-        a_inf = _fixed_point(teacher, d_hidden, weight_decay)
-        if a_inf is None:
-            raise ValueError("the fixed point (step inf) is only known without weight decay")
+        a_inf, n1_inf, n2_inf = _fixed_point(teacher, d_hidden, weight_decay)
         a[..., ~fin, :] = a_inf
         loss[..., ~fin] = 0.5 * np.sum(teacher.variances * (a_inf - teacher.targets) ** 2)
-        n1[..., ~fin] = n2[..., ~fin] = a_inf.sum()
+        n1[..., ~fin], n2[..., ~fin] = n1_inf, n2_inf
     squeeze = tuple(ax for ax, arr in enumerate((seeds, lrs)) if arr.ndim == 0)
     W1 = W2 = None
     if record_weights:

@@ -62,6 +62,22 @@ def segment_scan(step_fn, record_fn, state, gaps):
     return out
 
 
+def factor_step(b1, b2, eta, s, d, l1=0.0, l2=0.0):
+    """One exact GD step on aligned factors (W1 value b1, W2 value b2 per mode) with weight
+    decay λ1, λ2: b1 ← b1(1 − ηλ1) + η b2 r, b2 ← b2(1 − ηλ2) + η b1 r, r = s − d b1 b2
+    (both from the same iterate; λ = 0 multiplies by exactly 1)."""
+    r = s - d * b1 * b2
+    return b1 * (1.0 - eta * l1) + eta * b2 * r, b2 * (1.0 - eta * l2) + eta * b1 * r
+
+
+@jax.jit(static_argnames=("schedule",))
+def _factor_scan(b1, b2, s, d, lr, l1, l2, gaps, schedule):
+    def step(b, k):
+        return factor_step(*b, lr * schedule(k), s, d, l1, l2)
+
+    return segment_scan(step, lambda b: b, (b1, b2), gaps)
+
+
 @jax.jit(static_argnames=("schedule",))
 def _map_scan(a0, s, d, lr, gaps, schedule):
     def step(a, k):
@@ -85,8 +101,13 @@ def gd_modes(
     init_strength=1e-6,
     d_hidden: int | None = None,
     schedule: Schedule = CONSTANT,
+    weight_decay=0.0,
 ) -> Trajectory:
     """Exact GD from aligned balanced init: a_{k+1} = a_k (1 + η_k (s − d·a_k))².
+
+    With weight decay (λ1/2)‖W1‖² + (λ2/2)‖W2‖² (`_weight_decay`): equal λ gives the same map
+    with s − λ in place of s (weights stay balanced); λ1 ≠ λ2 runs the exact map on the two
+    factors per mode (`factor_step`), and the norms are then Σ b1², Σ b2².
 
     Args:
       teacher: the teacher.
@@ -95,30 +116,45 @@ def gd_modes(
       init_strength: a0, scalar or one per mode.
       d_hidden: hidden width; modes beyond it stay at zero.
       schedule: learning-rate multiplier per step (constant by default).
+      weight_decay: λ on both matrices, or (λ1 on W1, λ2 on W2); default 0.
     Returns:
-      A Trajectory in steps. Balance is conserved exactly, so ‖W1‖² = ‖W2‖² = Σ a_i.
+      A Trajectory in steps. With equal decay balance is conserved exactly, so
+      ‖W1‖² = ‖W2‖² = Σ a_i. inf is the fixed point (`decayed_fixed_point` with decay).
     """
+    from ._weight_decay import check_weight_decay, decayed_fixed_point
+
     lr = float(check_lr(teacher, lr, d_hidden))
+    l1, l2 = check_weight_decay(weight_decay)
     c = check_checkpoints(checkpoints)
     a0 = initial_strengths(teacher, init_strength, d_hidden)
     a = np.empty((c.size, teacher.rank))
+    n1, n2 = np.empty(c.size), np.empty(c.size)  # ‖W1‖², ‖W2‖² (= Σa when the decay is equal)
     fin = np.isfinite(c)
-    if fin.any():
-        a[fin] = np.asarray(
-            _map_scan(jnp.asarray(a0), jnp.asarray(teacher.s), jnp.asarray(teacher.variances), lr, jnp.asarray(finite_gaps(c)), schedule)
-        )
-    a[~fin] = np.where(a0 > 0, teacher.targets, 0.0)
-    norm = a.sum(-1)
+    s, d, gaps = jnp.asarray(teacher.s - l1), jnp.asarray(teacher.variances), jnp.asarray(finite_gaps(c))
+    if fin.any() and l1 == l2:
+        a[fin] = np.asarray(_map_scan(jnp.asarray(a0), s, d, lr, gaps, schedule))
+        n1[fin] = n2[fin] = a[fin].sum(-1)
+    elif fin.any():
+        b = np.sqrt(a0)
+        b1, b2 = (np.asarray(x) for x in _factor_scan(b, b, jnp.asarray(teacher.s), d, lr, l1, l2, gaps, schedule))
+        a[fin], n1[fin], n2[fin] = b1 * b2, (b1**2).sum(-1), (b2**2).sum(-1)
+    if (~fin).any():
+        if l1 == l2 == 0:
+            fp = fp1 = fp2 = np.where(a0 > 0, teacher.targets, 0.0)
+        else:
+            fp, fp1, fp2 = (np.where(a0 > 0, x, 0.0) for x in decayed_fixed_point(teacher, (l1, l2), d_hidden))
+        a[~fin], n1[~fin], n2[~fin] = fp, fp1.sum(), fp2.sum()
     return Trajectory(
         times=c,
         time_unit=STEPS,
         mode_strengths=a,
         loss=modal_loss(teacher, a),
-        w1_sq_norm=norm,
-        w2_sq_norm=norm.copy(),
+        w1_sq_norm=n1,
+        w2_sq_norm=n2,
         teacher=teacher,
         d_hidden=teacher.rank if d_hidden is None else d_hidden,
-        method="exact per-mode GD map (aligned balanced init)",
+        method="exact per-mode GD map (aligned balanced init)" + (
+            "" if l1 == l2 == 0 else f", weight decay λ1 = {l1:g}, λ2 = {l2:g}"),
         lr=lr,
         schedule=schedule,
     )

@@ -48,6 +48,7 @@ from ._closed_form import initial_strengths
 from ._schedules import CONSTANT, Schedule
 from ._teacher import Teacher, random_orthonormal
 from ._trajectory import FLOW_TIME, STEPS, Trajectory, modal_loss
+from ._gd_map import factor_step
 from ._x64 import x64
 
 
@@ -296,6 +297,7 @@ class LambdaPrediction:
     sensitivity_at_step_0: float
     sensitivity_at_max_steps: float
     max_steps: int
+    clean_loss_at_max_steps: float | None = None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -315,14 +317,12 @@ BLOCK = 1 << 14  # GD steps per scanned block: memory O(BLOCK · r) for any max_
 
 
 @jax.jit(static_argnames=("n", "schedule"))
-def _factor_block(b1, b2, k0, s, lr, n, schedule):
-    """(b1, b2) after each of the steps k0+1 … k0+n of the per-mode GD map."""
+def _factor_block(b1, b2, k0, s, lr, n, schedule, l1=0.0, l2=0.0):
+    """(b1, b2) after each of the steps k0+1 … k0+n of the per-mode GD map (weight decay
+    λ1, λ2 on W1, W2: `_gd_map.factor_step`)."""
 
     def step(b, k):
-        b1, b2 = b
-        eta = lr * schedule(k)
-        r = s - b1 * b2
-        b = (b1 + eta * b2 * r, b2 + eta * b1 * r)
+        b = factor_step(*b, lr * schedule(k), s, 1.0, l1, l2)
         return b, b
 
     return jax.lax.scan(step, (b1, b2), k0 + jnp.arange(n))[1]
@@ -331,11 +331,16 @@ def _factor_block(b1, b2, k0, s, lr, n, schedule):
 @x64
 def predict_lambda(teacher: Teacher, lr: float, sigma: float, max_steps: int, lam: float,
                    init_strength=1e-6, d_hidden: int | None = None, sigma2: float | None = None,
-                   schedule: Schedule = CONSTANT) -> LambdaPrediction:
+                   schedule: Schedule = CONSTANT, weight_decay=0.0) -> LambdaPrediction:
     """Absolute Gaussian noise (σ1 = sigma, σ2 = sigma2 or sigma) along exact GD from the
     aligned λ-balanced init: E[L_pert] at every step 0 … max_steps from the exact per-mode
     map on (b1, b2) and the exact noise formula on those weights (idle units included),
-    its argmin (the turn), the λ-dependent critical singular value and harmful modes."""
+    its argmin (the turn), the λ-dependent critical singular value and harmful modes.
+    weight_decay: λ or (λ1 on W1, λ2 on W2) added to the training loss (`_weight_decay`);
+    a mode is then learned when it reaches half its decayed fixed point (s − √(λ1λ2))/2."""
+    from ._weight_decay import check_weight_decay, decayed_fixed_point
+
+    l1, l2 = check_weight_decay(weight_decay)
     if teacher.input_variances is not None:
         raise ValueError("the λ-balanced prediction assumes whitened inputs")
     h = teacher.rank if d_hidden is None else d_hidden
@@ -361,17 +366,19 @@ def predict_lambda(teacher: Teacher, lr: float, sigma: float, max_steps: int, la
 
     epl, sens = evaluate(b1[None], b2[None])
     best, k, sens0 = float(epl[0]), 0, float(sens[0])
-    learned = np.where(b1 * b2 >= teacher.s / 2, 0, -1)
+    half = teacher.s / 2 if l1 == l2 == 0 else decayed_fixed_point(teacher, (l1, l2), h)[0] / 2
+    half = np.where(half > 0, half, np.inf)  # a mode decayed to 0 is never learned
+    learned = np.where(b1 * b2 >= half, 0, -1)
     x1, x2, done = jnp.asarray(b1), jnp.asarray(b2), 0
     while done < max_steps:
         n = min(BLOCK, max_steps - done)
-        X1, X2 = _factor_block(x1, x2, done, jnp.asarray(teacher.s), lr, BLOCK, schedule)
+        X1, X2 = _factor_block(x1, x2, done, jnp.asarray(teacher.s), lr, BLOCK, schedule, l1, l2)
         B1, B2 = np.asarray(X1)[:n], np.asarray(X2)[:n]
         epl, sens = evaluate(B1, B2)
         i = int(np.argmin(epl))
         if epl[i] < best:
             best, k = float(epl[i]), done + 1 + i
-        hit = (B1 * B2 >= teacher.s / 2)
+        hit = (B1 * B2 >= half)
         new = (learned < 0) & hit.any(0)
         learned[new] = done + 1 + hit.argmax(0)[new]
         x1, x2, done = X1[n - 1], X2[n - 1], done + n
@@ -383,5 +390,5 @@ def predict_lambda(teacher: Teacher, lr: float, sigma: float, max_steps: int, la
         mode_learning_steps=[int(x) if x >= 0 else None for x in learned], inflection_step=k,
         min_expected_perturbed_loss=best, expected_perturbed_loss_at_max_steps=float(epl[-1]),
         rise=float(epl[-1] - best), sensitivity_at_step_0=sens0, sensitivity_at_max_steps=float(sens[-1]),
-        max_steps=max_steps,
+        max_steps=max_steps, clean_loss_at_max_steps=float(epl[-1] - sens[-1]),
     )

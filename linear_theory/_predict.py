@@ -17,6 +17,7 @@ from ._thresholds import critical_singular_value, harmful_modes, rise_bound_term
 from ._schedules import CONSTANT, Schedule
 from ._sweep import NoiseGrid, noise_grid, sweep
 from ._teacher import Teacher
+from ._trajectory import modal_loss
 from ._x64 import x64
 
 
@@ -75,6 +76,7 @@ def summarize_path(
     record_steps=None,
     noise: str = "absolute",
     progress: bool | None = None,
+    weight_decay: float = 0.0,
 ) -> PathSummary:
     """One fused sweep over every GD step (`_sweep.sweep`), reducing to learning steps and
     exact argmins of the expected perturbed loss for every σ at once (the trajectory does
@@ -83,13 +85,28 @@ def summarize_path(
 
     noise: "absolute" (σ1, σ2 are stds per entry), "init" or "rms" (σ1, σ2 are factors γ of
     the layer's RMS at init, or its current RMS along the path; see `_sweep`).
+
+    weight_decay: λ on both matrices (the path of GD on L + (λ/2)(‖W1‖² + ‖W2‖²), still
+    balanced); a mode is then learned when it reaches half its decayed target (s − λ)/(2d).
+    Per-matrix decay λ1 ≠ λ2 unbalances the weights: `predict_lambda` with lam=0 takes it.
     """
+    from ._weight_decay import check_weight_decay, decayed_fixed_point
+
+    l1, l2 = check_weight_decay(weight_decay)
+    if l1 != l2:
+        raise ValueError("per-matrix weight decay λ1 ≠ λ2 unbalances the weights: use predict_lambda(lam=0, "
+                         "weight_decay=(λ1, λ2))")
     lr = float(check_lr(teacher, lr, d_hidden))
     max_steps = _check_max_steps(max_steps)
     h = teacher.rank if d_hidden is None else d_hidden
     a0 = initial_strengths(teacher, init_strength, d_hidden)
     grid = noise_grid(teacher, h, _check_sigma(sigma1), None if sigma2 is None else _check_sigma(sigma2), noise, a0)
-    res = sweep(teacher, lr, max_steps, a0, grid, h, schedule, record_steps=record_steps, progress=progress)
+    thresholds = None
+    if l1:
+        half = decayed_fixed_point(teacher, l1, d_hidden)[0] / 2
+        thresholds = np.where(half > 0, half, np.inf)[None]
+    res = sweep(teacher, lr, max_steps, a0, grid, h, schedule, thresholds=thresholds, record_steps=record_steps,
+                progress=progress, weight_decay=l1)
     return PathSummary(grid.scale1, grid.scale2, res.first_crossing[0], res.argmin, res.min_value, res.final_value,
                        res.final_strengths, res.recorded_strengths, grid, res.argmin_strengths)
 
@@ -137,6 +154,8 @@ class Prediction:
     noise_std_at_max_steps: list | None = None
     inflection_estimate_error_band: str = ESTIMATE_BAND_TEXT
     inflection_estimate_note: str = ""
+    weight_decay: float = 0.0
+    clean_loss_at_max_steps: float | None = None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -161,6 +180,7 @@ def predict(
     sigma2: float | None = None,
     schedule: Schedule = CONSTANT,
     noise: str = "absolute",
+    weight_decay: float = 0.0,
 ) -> Prediction:
     """Everything the theory predicts for Gaussian weight noise along exact GD from aligned
     balanced init. σ1 = sigma, σ2 = sigma2 or sigma: the std per entry of W1, W2 (noise
@@ -175,10 +195,15 @@ def predict(
     on the rise at convergence (modes within the hidden width; constant-std noise only,
     None for "rms"). Zero noise is refused: without noise E[L_pert] = L only falls and there
     is no inflection to predict.
+
+    weight_decay: λ on both matrices during training (equal decay keeps the path balanced;
+    see `summarize_path`). The estimate and the rise bound are plain-GD results: None with decay.
     """
     if not np.any(_check_sigma(sigma) > 0) and (sigma2 is None or not np.any(_check_sigma(sigma2) > 0)):
         raise ValueError("sigma = 0: without noise the loss only falls and there is no inflection to predict")
-    summary = summarize_path(teacher, lr, max_steps, sigma, sigma2, init_strength, d_hidden, schedule, noise=noise)
+    summary = summarize_path(teacher, lr, max_steps, sigma, sigma2, init_strength, d_hidden, schedule, noise=noise,
+                             weight_decay=weight_decay)
+    decay = float(np.atleast_1d(weight_decay)[0])
     if summary.sigma1.size != 1:
         raise ValueError("predict takes one noise level (use summarize_path or phase_diagram for a list)")
     grid = summary.noise
@@ -192,10 +217,12 @@ def predict(
     keep = kept_modes(teacher, d_hidden)  # the modes the width can learn
     star_h = np.broadcast_to(s_star, teacher.s.shape)[keep]
     bound = None
-    if grid.kind != "rms":
+    if grid.kind != "rms" and not decay:
         bound = float(np.sum(rise_bound_terms(teacher.s[keep], star_h, teacher.variances[keep])))
     estimate, note = None, "the estimate assumes a constant rate; none for a decaying schedule"
-    if schedule.kind == "constant":
+    if decay:
+        note = "the estimate is for plain GD; none with weight decay"
+    elif schedule.kind == "constant":
         estimate = int(inflection_estimate(teacher, lr, a0, grid, h, int(max_steps))[0])
         note = STEP0_REASON if starts_at_step_0(teacher, grid, h)[0] else (
             "closed-form flow on per-mode clocks k·ln(1 + lr s_i)/s_i, E[L_pert] minimised over steps")
@@ -215,5 +242,7 @@ def predict(
         noise_std_at_inflection=[float(x) for x in std_turn],
         noise_std_at_max_steps=[float(x) for x in std_end],
         inflection_estimate_note=note,
+        weight_decay=decay,
+        clean_loss_at_max_steps=float(modal_loss(teacher, summary.final_strengths)),
     )
 

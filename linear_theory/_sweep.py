@@ -195,6 +195,7 @@ def sweep(
     thresholds=None,
     record_steps=None,
     progress: bool | None = None,
+    weight_decay: float = 0.0,
 ) -> SweepResult:
     """One pass over steps 0 … max_steps of the exact GD map from a0 (x64 must be on).
 
@@ -209,6 +210,8 @@ def sweep(
       thresholds: (M, r) strengths whose first crossing is wanted (default: targets / 2).
       record_steps: steps in 0 … max_steps at which to keep the strengths.
       progress: show a progress bar on stderr (default: only for long sweeps).
+      weight_decay: λ on both matrices: the map runs with s − λ in place of s
+        (`_weight_decay`); the loss and the noise terms keep the teacher's targets.
     """
     r = teacher.rank
     thr = teacher.targets[None] / 2 if thresholds is None else np.asarray(thresholds, dtype=np.float64)
@@ -225,7 +228,7 @@ def sweep(
         x = np.asarray(x, dtype=np.float64)
         return np.concatenate([x, np.full(x.shape[:-1] + (size - x.shape[-1],), value)], axis=-1)
 
-    s, d, t = pad(teacher.s, rp, 0.0), pad(teacher.variances, rp, 1.0), pad(teacher.targets, rp, 0.0)
+    s, d, t = pad(teacher.s - weight_decay, rp, 0.0), pad(teacher.variances, rp, 1.0), pad(teacher.targets, rp, 0.0)
     thr = pad(thr, rp, np.inf)
     grid = tuple(pad(x, sp, 0.0) for x in (noise.p1, noise.q1, noise.p2, noise.q2))
     consts = (jnp.asarray(s), jnp.asarray(d), jnp.asarray(t), np.float64(lr), tuple(map(jnp.asarray, grid)),

@@ -21,6 +21,7 @@ from .output import RunFailure, atomic_write_json, envelope, format_table, jsona
 COMMAND_MODULES = (
     "linear_theory._cli_simulate",
     "linear_theory._cli_predict",
+    "linear_theory._cli_optim",
     "figures.cli",
     "experiments.cli",
 )
@@ -97,6 +98,17 @@ def _int_ge(lo):
     return parse
 
 
+def _weight_decay(text):
+    """λ (both matrices) or λ1,λ2 (W1, W2), each finite and ≥ 0: a float when the two are equal,
+    else a pair; "noise-optimal" is kept as text for the commands that resolve it."""
+    if text.strip().lower() == "noise-optimal":
+        return "noise-optimal"
+    values = [_nonneg(x) for x in _items(text)]
+    if len(values) > 2:
+        raise ValueError("give λ or λ1,λ2")
+    return values[0] if len(values) == 1 or values[0] == values[1] else tuple(values)
+
+
 def _step_list(text):
     steps = []
     for x in _items(text):
@@ -112,6 +124,7 @@ finite = _type(_finite, "number")
 nonneg = _type(_nonneg, "non-negative number")
 positive = _type(_positive, "positive number")
 step_list = _type(_step_list, "list of non-negative integer steps")
+weight_decay = _type(_weight_decay, "weight decay")
 pos_int = _type(_int_ge(1), "positive integer")
 nonneg_int = _type(_int_ge(0), "non-negative integer")
 
@@ -165,8 +178,11 @@ def add_schedule_args(p):
     g.add_argument("--warmup-steps", type=nonneg_int, default=0, help="linear warmup steps (cosine, wsd)")
     g.add_argument("--decay-fraction", type=nonneg, default=0.2,
                    help="fraction of the run spent decaying (wsd, default 0.2)")
-    g.add_argument("--weight-decay", type=nonneg, default=0.0,
-                   help="coefficient of ½‖W‖² per layer (default 0; simulate --method gd only: predict and finetune refuse it)")
+    g.add_argument("--weight-decay", type=weight_decay, default=0.0, metavar="L|L1,L2",
+                   help="weight decay: λ of (λ/2)‖W‖² on both layers, or λ1,λ2 for (λ1/2)‖W1‖² + (λ2/2)‖W2‖² "
+                        "(loss units per squared weight unit; default 0). predict and simulate (with --sigma, absolute "
+                        "noise) also take 'noise-optimal': (σ2²d_out, σ1²d_in), the decay that equals the weight "
+                        "noise in expectation")
 
 
 def add_output_args(p):
@@ -214,6 +230,20 @@ def _warn_width(teacher, h):
     names = ", ".join(f"{i} (s={teacher.s[i]:g})" for i in lost)
     sys.stderr.write(f"linear-theory: warning: --d-hidden {h} is below the teacher's rank {r}: modes {names} "
                      f"(0-based) can never be learned ({why})\n")
+
+
+def weight_decay_from_args(args, teacher):
+    """--weight-decay as λ or (λ1, λ2); 'noise-optimal' resolved from --sigma/--sigma2
+    (absolute noise, whitened inputs): (σ2²d_out, σ1²d_in), `noise_optimal_weight_decay`."""
+    wd = args.weight_decay
+    if wd != "noise-optimal":
+        return wd
+    if getattr(args, "sigma", None) is None or getattr(args, "noise", "absolute") != "absolute":
+        raise ValueError("--weight-decay noise-optimal needs --sigma (absolute noise)")
+    from ._weight_decay import noise_optimal_weight_decay
+
+    l1, l2 = noise_optimal_weight_decay(teacher, args.sigma, args.sigma2)
+    return l1 if l1 == l2 else (l1, l2)
 
 
 def schedule_from_args(args, total_steps):

@@ -98,3 +98,26 @@ def test_bad_input(setup):
             finetune_sweep(t, B, 20, 0.2, [0, 10], **args)
     with pytest.raises(ValueError):
         finetune_sweep(t, B[:3], 20, 0.2, [0, 10], 0.1, 5)
+
+
+def test_finetune_grid_rows_are_finetune_runs(run_cli):
+    """Every row of `finetune-grid` is the `finetune` run with those knobs (same L_A, L_B and
+    turn); the grid is the full product of the lists."""
+    import json
+
+    common = ["--d-in", "6", "--d-hidden", "4", "--d-out", "5", "--singular-values", "1,0.5,0.2,0.1",
+              "--lr", "0.1", "--pretrain-steps", "0,30,100,300,1000", "--change-rank", "2", "--json"]
+    code, out, err = run_cli(["finetune-grid", *common, "--finetune-lr", "0.05,0.2", "--finetune-steps", "5,20",
+                              "--finetune-l2", "0,0.5", "--pretrain-schedules", "constant,cosine"])
+    assert code == 0, err
+    grid = json.loads(out)["grid"]
+    assert len(grid) == 2 * 2 * 2 * 2
+    row = next(g for g in grid if (g["schedule"], g["finetune_lr"], g["finetune_steps"], g["finetune_l2"])
+               == ("cosine", 0.2, 20, 0.5))
+    code, out, err = run_cli(["finetune", *common, "--finetune-lr", "0.2", "--finetune-steps", "20",
+                              "--finetune-l2", "0.5", "--schedule", "cosine"])
+    assert code == 0, err
+    one = json.loads(out)
+    np.testing.assert_allclose(row["pretrain_loss_after"], one["pretrain_loss_after_finetune"], rtol=1e-12)
+    np.testing.assert_allclose(row["finetune_loss_after"], one["finetune_loss_after_finetune"], rtol=1e-12)
+    assert row["turning_step"] == one["turning_step"]
