@@ -234,7 +234,7 @@ def run_predict(args):
         ["critical singular value s*", pred.critical_singular_value if np.ndim(pred.critical_singular_value) == 0
          else ", ".join(f"{x:.4g}" for x in pred.critical_singular_value)],
         ["harmful modes (s_i < s*)", ", ".join(map(str, pred.harmful_modes)) or "none"],
-        ["inflection step (exact argmin, GD steps)", pred.inflection_step],
+        ["inflection step (exact argmin, GD steps)", _turn(pred, payload, teacher.rank)],
         ["inflection step estimate (GD steps)", "none (see the note)" if pred.inflection_step_estimate is None
          else pred.inflection_step_estimate],
         ["noise std on W1, W2 at the inflection", ", ".join(f"{x:.4g}" for x in pred.noise_std_at_inflection)],
@@ -257,6 +257,19 @@ def run_predict(args):
                                  "overshoot cost"], modes)
              + "\n\n" + wrap(notes, 100))
     cli.emit(args, payload, table)
+
+
+def _turn(pred, payload, r):
+    """The inflection step for the table, or why there is none; payload["turn"] says whether
+    E[L_pert] rises after its minimum by more than the round-off of summing r modes
+    (8(r + 1)ε relative): a path that only converges (e.g. at the noise-optimal weight decay)
+    reaches its minimum up to round-off at some step, which is not a turn."""
+    tol = 8 * (r + 1) * np.finfo(np.float64).eps * max(abs(pred.min_expected_perturbed_loss),
+                                                       abs(pred.expected_perturbed_loss_at_max_steps))
+    payload["turn"] = bool(pred.rise > tol)
+    if payload["turn"]:
+        return pred.inflection_step
+    return f"none (rise {pred.rise:.2g} ≤ round-off {tol:.2g}; argmin step {pred.inflection_step})"
 
 
 def _rise_explanation(teacher, pred, d_hidden):
@@ -317,7 +330,7 @@ def _run_predict_deep(args, teacher, schedule):
         ["critical singular value s*_N (exact, lone mode)", pred.critical_singular_value],
         ["first order (σ²(d_in + d_out + N − 2))^(N/2)", pred.critical_singular_value_first_order],
         ["harmful modes", ", ".join(map(str, pred.harmful_modes)) or "none"],
-        ["inflection step (exact argmin)", pred.inflection_step],
+        ["inflection step (exact argmin)", _turn(pred, payload, teacher.rank)],
         ["min E[L_pert]", pred.min_expected_perturbed_loss],
         [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],
         ["rise (final − min)", pred.rise],
@@ -340,7 +353,7 @@ def _run_predict_lambda(args, teacher, schedule):
         ["critical singular value s* (λ = 0)", pred.critical_singular_value],
         ["critical singular value √(s*(s* − |λ|))", pred.lambda_critical_singular_value],
         ["harmful modes", ", ".join(map(str, pred.harmful_modes)) or "none"],
-        ["inflection step (exact argmin)", pred.inflection_step],
+        ["inflection step (exact argmin)", _turn(pred, payload, teacher.rank)],
         ["min E[L_pert]", pred.min_expected_perturbed_loss],
         [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],
         ["rise (final − min)", pred.rise],

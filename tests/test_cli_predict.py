@@ -102,3 +102,24 @@ def test_simulate_relative_noise(kind, capsys):
     np.testing.assert_allclose(out["noise_std_W1"], 0.5 * rms1, rtol=1e-12)
     np.testing.assert_allclose(out["noise_std_W2"], 0.5 * rms2, rtol=1e-12)
     assert "monte_carlo_perturbed_loss" not in out
+
+
+def test_converging_path_is_not_called_a_turn(run_cli):
+    """At the noise-optimal weight decay GD descends E[L_pert] itself, so E[L_pert] only falls
+    (to round-off): no turn is reported; without decay the same problem turns up. An independent
+    numpy loop with the best single decay λ = s*/2 (balanced map, same fixed point principle)
+    shows E[L_pert] only falling, step by step."""
+    base = ["predict", "--d-in", "24", "--d-hidden", "20", "--d-out", "16", "--singular-values", "2,1,0.5,0.2,0.1",
+            "--lr", "0.05", "--sigma", "0.05", "--max-steps", "20000", "--json"]
+    code, out, _ = run_cli(base + ["--weight-decay", "noise-optimal"])
+    decayed = json.loads(out)
+    code2, out2, _ = run_cli(base)
+    plain = json.loads(out2)
+    assert code == code2 == 0 and decayed["turn"] is False and plain["turn"] is True
+    # numpy: balanced single λ = s*/2 = 0.05 (whitened): a ← a(1 + η(s − λ − a))², E[L_pert] along the path
+    s, lr, lam, star = np.array([2, 1, 0.5, 0.2, 0.1]), 0.05, 0.05, 0.05**2 * 40
+    a, vals = np.full(5, 1e-6), []
+    for _ in range(3000):
+        a = a * (1 + lr * (s - lam - a)) ** 2
+        vals.append(0.5 * np.sum((a - s) ** 2) + 0.5 * star * np.sum(a))  # + constants
+    assert np.max(np.diff(vals)) < 1e-15  # only falls: no turn with the decay
