@@ -42,11 +42,15 @@ def approximate_strengths(teacher: Teacher, lr: float, a0, steps) -> np.ndarray:
     return flow_strengths(s, a0, k * np.log1p(lr * s) / s, d)
 
 
-def _energy(teacher, lr, a0, noise, d_hidden, steps):
-    a = approximate_strengths(teacher, lr, a0, steps)
+def _energy(teacher, lr, a0, noise, d_hidden, steps, chunk: int = 32):
+    """E[L_pert] (S, K) of the approximate strengths at `steps`, `chunk` steps at a time (work
+    memory O(chunk × r), not O(K × r))."""
+    steps = np.asarray(steps)
     trace = float(teacher.d_in - teacher.rank + teacher.variances.sum())
-    return _values(a, teacher.s, teacher.variances, teacher.targets, noise.p1, noise.q1, noise.p2, noise.q2,
-                   trace, teacher.d_out, d_hidden)  # (S, K)
+    parts = [_values(approximate_strengths(teacher, lr, a0, steps[i : i + chunk]), teacher.s, teacher.variances,
+                     teacher.targets, noise.p1, noise.q1, noise.p2, noise.q2, trace, teacher.d_out, d_hidden)
+             for i in range(0, steps.size, chunk)]
+    return np.concatenate(parts, axis=1)
 
 
 def starts_at_step_0(teacher: Teacher, noise: NoiseGrid, d_hidden: int) -> np.ndarray:
