@@ -41,16 +41,20 @@ def finetune_optimizer(optimizer: str, lr, momentum: float = 0.9) -> optax.Gradi
 
 
 @functools.lru_cache(maxsize=8)
-def make_finetune(cfg: GPTConfig, steps: int, batch_size: int, optimizer: str, momentum: float):
+def make_finetune(cfg: GPTConfig, steps: int, batch_size: int, optimizer: str, momentum: float, sampler=None,
+                  evaluator=None):
     """A jitted f(params, rate, key, tokens_a, tokens_b, tables_a, tables_b) → {pretrain_excess, pretrain_loss,
-    finetune_excess, finetune_loss} after `steps` fine-tuning steps on chain b (scalars)."""
+    finetune_excess, finetune_loss} after `steps` fine-tuning steps on chain b (scalars).
+
+    sampler and evaluator replace `sample` and `evaluate` (real text: experiments/text_run.py)."""
+    draw = sampler or sample
 
     def tune(params, lr, key, tables_b):
         opt = finetune_optimizer(optimizer, lr, momentum)
 
         def step(carry, t):
             p, s = carry
-            tokens = sample(jax.random.fold_in(key, t), tables_b, batch_size, cfg.context + 1)
+            tokens = draw(jax.random.fold_in(key, t), tables_b, batch_size, cfg.context + 1)
             updates, s = opt.update(jax.grad(lm_loss)(p, cfg, tokens), s, p)
             return (optax.apply_updates(p, updates), s), None
 
@@ -58,12 +62,13 @@ def make_finetune(cfg: GPTConfig, steps: int, batch_size: int, optimizer: str, m
         return params
 
     def run(params, lr, key, tokens_a, tokens_b, tables_a, tables_b):
-        return score_both(tune(params, lr, key, tables_b), cfg, tokens_a, tokens_b, tables_a, tables_b)
+        return score_both(tune(params, lr, key, tables_b), cfg, tokens_a, tokens_b, tables_a, tables_b, evaluator)
 
     return jax.jit(run)
 
 
-def score_both(params, cfg, tokens_a, tokens_b, tables_a, tables_b) -> dict:
-    ex_a, loss_a, _ = evaluate(params, cfg, tokens_a, tables_a)
-    ex_b, loss_b, _ = evaluate(params, cfg, tokens_b, tables_b)
+def score_both(params, cfg, tokens_a, tokens_b, tables_a, tables_b, evaluator=None) -> dict:
+    ev = evaluator or evaluate
+    ex_a, loss_a, _ = ev(params, cfg, tokens_a, tables_a)
+    ex_b, loss_b, _ = ev(params, cfg, tokens_b, tables_b)
     return {"pretrain_excess": ex_a, "pretrain_loss": loss_a, "finetune_excess": ex_b, "finetune_loss": loss_b}

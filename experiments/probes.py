@@ -64,6 +64,7 @@ def evaluate(params, cfg: GPTConfig, tokens, tables: ChainTables):
 
 
 evaluate_jit = jax.jit(evaluate, static_argnums=1)
+_evaluate = evaluate
 
 
 def matrix_normal(params, key):
@@ -95,11 +96,13 @@ def perturb(params, key, sigma, relative):
 
 
 @functools.lru_cache(maxsize=8)
-def make_noise_probe(cfg: GPTConfig, draws: int, map_batch: int = 4):
+def make_noise_probe(cfg: GPTConfig, draws: int, map_batch: int = 4, evaluator=None):
     """A jitted f(params, tokens, tables, noise_key, sigma, relative) → per-draw (excess loss, M_noisy − M).
 
-    `relative` is a traced boolean, so both kinds of noise share one compilation.
+    `relative` is a traced boolean, so both kinds of noise share one compilation. `evaluator`
+    replaces `evaluate` (same signature and outputs; real text: experiments/text_run.py).
     """
+    evaluate = evaluator or _evaluate
 
     def one(params, tokens, tables, m_clean, key, sigma, relative):
         excess, _, m = evaluate(perturb(params, key, sigma, relative), cfg, tokens, tables)
@@ -115,8 +118,11 @@ def make_noise_probe(cfg: GPTConfig, draws: int, map_batch: int = 4):
 
 
 @functools.lru_cache(maxsize=8)
-def make_hessian_trace(cfg: GPTConfig, probes: int):
-    """A jitted f(params, tokens, tables, key) → per-matrix Hutchinson estimates of tr(H_WW) (leaf order)."""
+def make_hessian_trace(cfg: GPTConfig, probes: int, evaluator=None):
+    """A jitted f(params, tokens, tables, key) → per-matrix Hutchinson estimates of tr(H_WW) (leaf order).
+
+    `evaluator` replaces `evaluate`, as in make_noise_probe."""
+    evaluate = evaluator or _evaluate
 
     def one(params, tokens, tables, key):
         loss = lambda p: evaluate(p, cfg, tokens, tables)[0]  # noqa: E731
@@ -142,12 +148,14 @@ def weight_sq_norm(params) -> float:
 
 
 def probe_checkpoint(params, cfg: GPTConfig, lang: MarkovLanguage, tables: ChainTables, tokens, noise_key,
-                     sigmas: dict, noise_fn, hessian_fn=None, hessian_tokens=None, hessian_key=None) -> dict:
+                     sigmas: dict, noise_fn, hessian_fn=None, hessian_tokens=None, hessian_key=None,
+                     evaluator_jit=None) -> dict:
     """Every probe at one checkpoint, as plain numbers (see the module docstring).
 
-    sigmas: {"relative": [...], "absolute": [...]}; noise_fn from make_noise_probe.
+    sigmas: {"relative": [...], "absolute": [...]}; noise_fn from make_noise_probe;
+    evaluator_jit replaces evaluate_jit (noise_fn and hessian_fn then built with the same evaluator).
     """
-    excess, loss, m = evaluate_jit(params, cfg, tokens, tables)
+    excess, loss, m = (evaluator_jit or evaluate_jit)(params, cfg, tokens, tables)
     a = np.asarray(strengths(m, jnp.asarray(lang.u, jnp.float32), jnp.asarray(lang.v, jnp.float32)), np.float64)
     out = {"excess_loss": float(excess), "loss": float(loss), "mode_strengths": a.tolist(),
            "weight_sq_norm": weight_sq_norm(params), "noise": {}}
