@@ -31,9 +31,10 @@ def add_commands(sub):
         "logit map, a Hessian-trace estimate, and the losses on both chains after fine-tuning on a second chain. "
         "Writes DIR/result.json (the printed JSON object). " + UNITS,
     )
-    p.add_argument("--preset", choices=("ci", "default", "gpu"), default="default",
+    p.add_argument("--preset", choices=("ci", "default", "gpu", "text-cpu", "text-gpu"), default=None,
                    help="ci: under a minute on 2 CPU cores; default: under 10 minutes on 2 CPU cores; "
-                        "gpu: sized for one GPU (default: default)")
+                        "gpu: sized for one GPU; text-cpu, text-gpu: real text, see below (default: default, "
+                        "or text-cpu with --text)")
     p.add_argument("--variant", choices=("theory", "realistic"), default="theory",
                    help="theory: no LayerNorm, init std 0.02, SGD momentum 0.9; realistic: pre-LayerNorm, AdamW "
                         "with weight decay 0.1 (default theory)")
@@ -58,6 +59,9 @@ def add_commands(sub):
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of a table")
     cli.add_cache_arg(p)
+    from .text_cli import add_text_args
+
+    add_text_args(p)
     p.set_defaults(run=run_transformer)
 
     c = sub.add_parser(
@@ -105,7 +109,10 @@ def config_from_args(args):
 
 def run_transformer(args):
     from .run import run_experiment
+    from .text_cli import resolve_preset, run_text_transformer
 
+    if resolve_preset(args):
+        return run_text_transformer(args, config_from_args(args))
     cfg = config_from_args(args)
     result = run_experiment(cfg, args.out_dir, progress=not args.no_progress)
     # result.json is already the envelope (schema transformer-run, config); a diverged run is reported
@@ -147,6 +154,9 @@ def run_compare(args):
         result = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
+    text = result.get("schema") == "linear-theory/transformer-text-run/1"  # real text: its own predictions
+    if text:
+        from .text_compare import compare_text as compare, format_text_comparison as format_comparison
     cmp = compare(result)
     payload = jsonable(envelope("compare", {"run_dir": str(folder), "run_config": result.get("config")}, cmp))
     if not args.no_figure:
@@ -159,6 +169,8 @@ def run_compare(args):
 
         from .figure import transformer_figure
 
+        if text:
+            from .text_compare import text_figure as transformer_figure
         fig, _ = transformer_figure(result, cmp)
         payload["figures"] = [str(atomic_savefig(fig, folder / f"compare.{ext}", dpi=120)) for ext in ("png", "pdf")]
         plt.close(fig)

@@ -91,6 +91,10 @@ def _variant(variant: str, steps: int) -> tuple[dict, dict, tuple]:
 
 
 def get_preset(preset: str = "default", variant: str = "theory", seed: int = 0) -> RunConfig:
+    if preset.startswith("text-"):  # real text: experiments/text_run.py
+        from .text_run import get_text_preset
+
+        return get_text_preset(preset, variant, seed)
     if preset == "ci":  # a smaller model on a smaller language, same protocol: ≈ 30 s on 2 CPU cores
         lang = LanguageConfig(vocab=64, rank=32)
         model = dict(vocab_size=64, context=16, d_model=32, n_heads=2, n_layers=1)
