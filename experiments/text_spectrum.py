@@ -44,13 +44,13 @@ def smoothed_log_probs(counts: np.ndarray, k: float) -> np.ndarray:
 
 
 def empirical_spectrum(stream: np.ndarray, vocab: int, rank: int, k: float = 1.0) -> Spectrum:
-    """The target modes of a training stream (module docstring); rank ≤ V − 1."""
+    """The target modes of a training stream (module docstring): the top `rank` with σ_k > 1e-9·σ_1 (≤ V − 1)."""
     if not k > 0:
         raise ValueError(f"smoothing k must be positive, got {k}")
     logp = smoothed_log_probs(bigram_counts(stream, vocab), k)
     logits = logp - logp.mean(1, keepdims=True)
     u, sv, vt = np.linalg.svd(logits)
-    r = min(rank, vocab - 1)
+    r = min(rank, int(np.sum(sv > 1e-9 * sv[0])))  # zero modes (e.g. rows of unseen tokens) are no targets
     return Spectrum(logits, u[:, :r], vt[:r].T, sv[:r] / vocab, sv / vocab, k)
 
 
