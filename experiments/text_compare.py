@@ -196,25 +196,36 @@ def _u_shape(curve, steps, floor):
 
 
 def predict_finetune_text(result, floor) -> list[dict]:
+    """T6 and T6f on the rates whose fine-tuning stayed finite at every checkpoint (a diverged one, null in
+    result.json, is reported, not judged)."""
     ft = result["finetune"]
+    names = ("fine-tuning: U-shaped out-of-domain loss", "fine-tuning forgets")
     if ft is None:
-        na = {"measured": "no fine-tuning text (--finetune-text)", "criterion": "needs a fine-tuning text",
-              "verdict": "inconclusive", "details": {}}
-        return [{"id": "T6", "prediction": "fine-tuning: U-shaped out-of-domain loss", **na},
-                {"id": "T6f", "prediction": "fine-tuning forgets", **na}]
+        return [_row(rid, name, "no fine-tuning text (--finetune-text)", "needs a fine-tuning text", "inconclusive", {})
+                for rid, name in zip(("T6", "T6f"), names)]
     steps, clean = result["steps"], np.asarray(result["loss"], float)
-    order = sorted(range(len(ft["rates"])), key=lambda r: -ft["rates"][r])  # largest rate first
-    shapes = [{"rate": ft["rates"][r], **_u_shape(ft["pretrain_loss"][r], steps, floor)} for r in order]
+    curves = {r: np.asarray([np.nan if x is None else x for x in ft["pretrain_loss"][r]], float)
+              for r in range(len(ft["rates"]))}
+    diverged = {ft["rates"][r]: steps[int(np.argmin(np.isfinite(c)))] for r, c in curves.items()
+                if not np.all(np.isfinite(c))}
+    note = "".join(f"; rate {rate:g} diverged (non-finite loss) from step {st} on: not judged"
+                   for rate, st in diverged.items())
+    order = sorted((r for r in curves if ft["rates"][r] not in diverged), key=lambda r: -ft["rates"][r])
+    if not order:
+        return [_row(rid, name, "every rate diverged" + note, "needs a rate that stays finite", "inconclusive",
+                     {"diverged": diverged}) for rid, name in zip(("T6", "T6f"), names)]
+    shapes = [{"rate": ft["rates"][r], **_u_shape(curves[r], steps, floor)} for r in order]
     delayed = all(b["argmin_step"] >= a["argmin_step"] for a, b in zip(shapes, shapes[1:]))
     u = _row("T6", "after fine-tuning at a fixed rate the first text's held-out loss is U-shaped in pre-training; "
                    "smaller rates delay it",
              "; ".join(f"rate {x['rate']:g}: min at step {x['argmin_step']}, rise {x['rise']:+.4f}, fall "
                        f"{x['fall']:+.4f} (± {x['difference_se']:.4f})" + (" U" if x["turns_up"] else " no U")
-                       for x in shapes),
-             f"largest rate: interior argmin with rise and fall > max(2 × √2σ_c, floor {floor:.4f}), σ_c the "
+                       for x in shapes) + note,
+             f"largest finite rate: interior argmin with rise and fall > max(2 × √2σ_c, floor {floor:.4f}), σ_c the "
              "curve's checkpoint noise; smaller rates' argmin at the same or a later step",
-             _verdict(shapes[0]["turns_up"] and delayed, not shapes[0]["turns_up"]), {"rates": shapes})
-    forget = [np.asarray(ft["pretrain_loss"][r], float) - clean for r in order]  # out-of-domain loss after − before
+             _verdict(shapes[0]["turns_up"] and delayed, not shapes[0]["turns_up"]),
+             {"rates": shapes, "diverged": diverged})
+    forget = [curves[r] - clean for r in order]  # out-of-domain loss after − before fine-tuning
     noise = [checkpoint_noise(f) for f in forget]
     last = [float(f[-1]) for f in forget]
     sig = last[0] > 2 * noise[0] and last[0] > floor
@@ -224,11 +235,11 @@ def predict_finetune_text(result, floor) -> list[dict]:
                     "larger rate",
              "at the last checkpoint: " + ", ".join(f"rate {ft['rates'][r]:g}: {x:+.4f} ± {n:.4f}"
                                                   for r, x, n in zip(order, last, noise))
-             + f"; ρ(forgetting at the largest rate, step) = {rho:+.2f}",
-             f"largest rate's rise > max(2σ_c, floor {floor:.4f}) (σ_c its checkpoint noise) and non-increasing as "
-             "the rate falls (held); a rise < −2σ_c (failed)",
+             + f"; ρ(forgetting at the largest finite rate, step) = {rho:+.2f}" + note,
+             f"largest finite rate's rise > max(2σ_c, floor {floor:.4f}) (σ_c its checkpoint noise) and non-"
+             "increasing as the rate falls (held); a rise < −2σ_c (failed)",
              _verdict(sig and more, last[0] < -2 * noise[0]),
-             {"forgetting": forget, "checkpoint_noise": noise, "rho_step": rho})
+             {"forgetting": forget, "checkpoint_noise": noise, "rho_step": rho, "diverged": diverged})
     return [u, f]
 
 
@@ -291,8 +302,9 @@ def text_figure(result: dict, comparison: dict | None = None):
     ft = result["finetune"]
     if ft is not None:
         for r, rate in enumerate(ft["rates"]):
-            ax[2].plot(x, ft["pretrain_loss"][r], lw=1.5, label=f"out of domain after FT @{rate:g}")
-            ax[2].plot(x, ft["finetune_loss"][r], ":", lw=1.5, label=f"in domain after FT @{rate:g}")
+            nan = lambda v: np.asarray([np.nan if y is None else y for y in v], float)  # noqa: E731 — diverged
+            ax[2].plot(x, nan(ft["pretrain_loss"][r]), lw=1.5, label=f"out of domain after FT @{rate:g}")
+            ax[2].plot(x, nan(ft["finetune_loss"][r]), ":", lw=1.5, label=f"in domain after FT @{rate:g}")
         ax[2].plot(x, result["loss"], "k-", lw=1, label="out of domain before FT")
         ax[2].legend(fontsize=7)
     ax[2].set(xscale="log", xlabel="pre-training step", ylabel="held-out loss (nats/token)", title="fine-tuning")

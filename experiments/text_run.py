@@ -103,7 +103,7 @@ def get_text_preset(preset: str, variant: str = "theory", seed: int = 0) -> Text
         model = dict(context=256, d_model=256, n_heads=8, n_layers=4)
         train_kw = dict(steps=30000, batch_size=128, n_checkpoints=25, first_checkpoint=30, chunk=250)
         probe = ProbeConfig(n_eval=1024, draws=32, sigmas_relative=(0.3, 0.5, 0.7, 1.0),
-                            sigmas_absolute=(0.03, 0.05, 0.07, 0.1), hessian_probes=16, hessian_eval=128, map_batch=8)
+                            sigmas_absolute=(0.03, 0.05, 0.07, 0.1), hessian_probes=16, hessian_eval=128, map_batch=2)
         ft = dict(steps=200, batch_size=128)
     else:
         raise ValueError(f"unknown text preset {preset!r} (choose from {', '.join(TEXT_PRESETS)})")
@@ -230,7 +230,7 @@ def run_text_experiment(cfg: TextRunConfig, folder, progress: bool = True, stop_
         ft_path = folder / "finetune.json"
         if not ft_path.exists():
             ft = _finetune_all(cfg, data, params_all, tokens, key, progress)
-            atomic_write_json(ft_path, ft)
+            atomic_write_json(ft_path, jsonable(ft))  # a diverged fine-tuning (non-finite loss) is null
         ft = json.loads(ft_path.read_text())
     t_ft = time.perf_counter() - t0
 
