@@ -196,47 +196,50 @@ def _u_shape(curve, steps, floor):
 
 
 def predict_finetune_text(result, floor) -> list[dict]:
-    """T6 and T6f on the rates whose fine-tuning stayed finite at every checkpoint (a diverged one, null in
-    result.json, is reported, not judged)."""
+    """T6 and T6f; a fine-tuning that diverged (null in result.json) is reported and left out (see below)."""
     ft = result["finetune"]
     names = ("fine-tuning: U-shaped out-of-domain loss", "fine-tuning forgets")
     if ft is None:
         return [_row(rid, name, "no fine-tuning text (--finetune-text)", "needs a fine-tuning text", "inconclusive", {})
                 for rid, name in zip(("T6", "T6f"), names)]
-    steps, clean = result["steps"], np.asarray(result["loss"], float)
+    steps, clean = np.asarray(result["steps"]), np.asarray(result["loss"], float)
     curves = {r: np.asarray([np.nan if x is None else x for x in ft["pretrain_loss"][r]], float)
               for r in range(len(ft["rates"]))}
-    diverged = {ft["rates"][r]: steps[int(np.argmin(np.isfinite(c)))] for r, c in curves.items()
-                if not np.all(np.isfinite(c))}
-    note = "".join(f"; rate {rate:g} diverged (non-finite loss) from step {st} on: not judged"
-                   for rate, st in diverged.items())
-    order = sorted((r for r in curves if ft["rates"][r] not in diverged), key=lambda r: -ft["rates"][r])
+    # a rate is judged on the checkpoints where its fine-tuning stayed finite, if the last one is among them
+    # and at least 4 are; the diverged checkpoints are reported
+    finite = {r: np.isfinite(c) for r, c in curves.items()}
+    diverged = {ft["rates"][r]: steps[~ok].tolist() for r, ok in finite.items() if not ok.all()}
+    note = "".join(f"; rate {rate:g} diverged (non-finite loss) when fine-tuning the checkpoints of steps "
+                   f"{', '.join(map(str, st))}" for rate, st in diverged.items())
+    order = sorted((r for r in curves if finite[r][-1] and finite[r].sum() >= 4), key=lambda r: -ft["rates"][r])
     if not order:
-        return [_row(rid, name, "every rate diverged" + note, "needs a rate that stays finite", "inconclusive",
-                     {"diverged": diverged}) for rid, name in zip(("T6", "T6f"), names)]
-    shapes = [{"rate": ft["rates"][r], **_u_shape(curves[r], steps, floor)} for r in order]
+        return [_row(rid, name, "no rate stayed finite at the last checkpoint and ≥ 4 others" + note,
+                     "needs a rate that stays finite", "inconclusive", {"diverged": diverged})
+                for rid, name in zip(("T6", "T6f"), names)]
+    shapes = [{"rate": ft["rates"][r], **_u_shape(curves[r][finite[r]], steps[finite[r]].tolist(), floor)}
+              for r in order]
     delayed = all(b["argmin_step"] >= a["argmin_step"] for a, b in zip(shapes, shapes[1:]))
     u = _row("T6", "after fine-tuning at a fixed rate the first text's held-out loss is U-shaped in pre-training; "
                    "smaller rates delay it",
              "; ".join(f"rate {x['rate']:g}: min at step {x['argmin_step']}, rise {x['rise']:+.4f}, fall "
                        f"{x['fall']:+.4f} (± {x['difference_se']:.4f})" + (" U" if x["turns_up"] else " no U")
                        for x in shapes) + note,
-             f"largest finite rate: interior argmin with rise and fall > max(2 × √2σ_c, floor {floor:.4f}), σ_c the "
+             f"largest judged rate: interior argmin with rise and fall > max(2 × √2σ_c, floor {floor:.4f}), σ_c the "
              "curve's checkpoint noise; smaller rates' argmin at the same or a later step",
              _verdict(shapes[0]["turns_up"] and delayed, not shapes[0]["turns_up"]),
              {"rates": shapes, "diverged": diverged})
-    forget = [curves[r] - clean for r in order]  # out-of-domain loss after − before fine-tuning
+    forget = [(curves[r] - clean)[finite[r]] for r in order]  # out-of-domain loss after − before fine-tuning
     noise = [checkpoint_noise(f) for f in forget]
     last = [float(f[-1]) for f in forget]
     sig = last[0] > 2 * noise[0] and last[0] > floor
     more = all(a >= b for a, b in zip(last, last[1:]))
-    rho = spearman(steps, forget[0])
+    rho = spearman(steps[finite[order[0]]], forget[0])
     f = _row("T6f", "fine-tuning on the second text raises the first text's held-out loss (forgetting), more at the "
                     "larger rate",
              "at the last checkpoint: " + ", ".join(f"rate {ft['rates'][r]:g}: {x:+.4f} ± {n:.4f}"
                                                   for r, x, n in zip(order, last, noise))
-             + f"; ρ(forgetting at the largest finite rate, step) = {rho:+.2f}" + note,
-             f"largest finite rate's rise > max(2σ_c, floor {floor:.4f}) (σ_c its checkpoint noise) and non-"
+             + f"; ρ(forgetting at the largest judged rate, step) = {rho:+.2f}" + note,
+             f"largest judged rate's rise > max(2σ_c, floor {floor:.4f}) (σ_c its checkpoint noise) and non-"
              "increasing as the rate falls (held); a rise < −2σ_c (failed)",
              _verdict(sig and more, last[0] < -2 * noise[0]),
              {"forgetting": forget, "checkpoint_noise": noise, "rho_step": rho, "diverged": diverged})

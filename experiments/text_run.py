@@ -94,8 +94,8 @@ def get_text_preset(preset: str, variant: str = "theory", seed: int = 0) -> Text
     if preset == "text-cpu":
         text = TextConfig(rank=64, max_vocab=256)
         model = dict(context=32, d_model=64, n_heads=4, n_layers=2)
-        train_kw = dict(steps=4000, batch_size=64, n_checkpoints=15, first_checkpoint=30, chunk=50)
-        probe = ProbeConfig(n_eval=256, draws=16, sigmas_relative=(0.3, 0.5, 0.7, 1.0), sigmas_absolute=(0.05, 0.1),
+        train_kw = dict(steps=4000, batch_size=64, n_checkpoints=13, first_checkpoint=30, chunk=50)
+        probe = ProbeConfig(n_eval=128, draws=16, sigmas_relative=(0.3, 0.5, 0.7, 1.0), sigmas_absolute=(0.05, 0.1),
                             hessian_probes=8, hessian_eval=64)
         ft = dict(steps=100, batch_size=32)
     elif preset == "text-gpu":
