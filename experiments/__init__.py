@@ -10,4 +10,10 @@ One module per job, each readable whole:
     run.py        the whole protocol in a run folder
     compare.py    the theory's predictions against a run: measured, criterion, verdict
     cli.py        `linear-theory transformer` and `linear-theory compare`
+Real text (`transformer --text`):
+    text.py           read a file/folder/archive, char or byte tokens, held-out split, window sampler
+    text_spectrum.py  the empirical bigram spectrum (target modes) and the model's first-order map
+    text_run.py       text presets (text-cpu, text-gpu) and the protocol on a text
+    text_compare.py   the predictions that apply on real text, and which do not
+    text_cli.py       the real-text options of `linear-theory transformer`
 """

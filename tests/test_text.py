@@ -218,3 +218,25 @@ def test_mode_order_verdict_on_constructed_curves():
         a = np.array([[s[k] * (0.9 if c >= order[k] else 0.1) for k in range(7)] for c in range(8)])
         r = {"steps": steps, "target_strengths": s.tolist(), "mode_strengths": a.tolist()}
         assert predict_order_text(r)["verdict"] == verdict
+
+
+def test_embedded_default_is_two_disjoint_parts_of_pydoc_topics():
+    from pydoc_data.topics import topics
+
+    from experiments.text import embedded_texts
+
+    pre, ft = embedded_texts()
+    ft_keys = [k for k in topics if k.startswith(("types", "bltin-")) or k == "string-methods"]
+    assert ft == "\n".join(topics[k] for k in sorted(ft_keys))
+    assert pre == "\n".join(topics[k] for k in sorted(set(topics) - set(ft_keys)))
+    assert len(pre) > 3 * len(ft) > 100_000  # several hundred kB of prose, a smaller second text
+
+
+def test_byte_tokens_are_the_utf8_bytes():
+    from experiments.text import Source
+
+    text = PROSE + "é—ü"  # multi-byte characters
+    corpus, vocab = tokenise(Source(text, 1, (), "t"), "byte", 0.1, 8)
+    raw = text.encode("utf-8")
+    assert vocab is None and corpus.n_units == len(raw)
+    assert bytes(corpus.train.astype(np.uint8)) == raw[:corpus.train.size]
