@@ -207,6 +207,8 @@ def test_compare_on_the_tiny_run(tiny_run, run_cli):
     assert {n["id"] for n in cmp["not_applicable"]} >= {"2", "excess loss"}
     code, out, _ = run_cli(["compare", str(root / "run"), "--no-figure", "--json"])
     assert code == 0 and json.loads(out)["summary"] == cmp["summary"]
+    alone = compare_text({**r, "finetune": None})  # --text without --finetune-text: T6 cannot be tested
+    assert [p["verdict"] for p in alone["predictions"] if p["id"].startswith("T6")] == ["inconclusive"] * 2
 
 
 def test_mode_order_verdict_on_constructed_curves():
