@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -41,6 +42,23 @@ def add_commands(sub):
                    help="run folder: checkpoints, probe caches and result.json go here")
     p.add_argument("--seed", type=cli.nonneg_int, default=0,
                    help="seed of the init, the data order, the noise draws and the held-out sets (default 0)")
+    p.add_argument("--seeds", type=seed_list, metavar="N1,N2,...",
+                   help="run (or resume) one run per seed, each in DIR/seed-N (replaces --seed); "
+                        "`compare DIR` then aggregates them")
+    lg = p.add_argument_group("language (the pre-training chain and the fine-tuning change; the model's vocabulary "
+                              "follows --vocab)")
+    lg.add_argument("--vocab", type=cli.pos_int, help="tokens V of both chains (≥ 2)")
+    lg.add_argument("--rank", type=cli.pos_int, help="modes r of the pre-training chain (1 ≤ r ≤ V − 1)")
+    lg.add_argument("--s1", type=cli.positive, help="strength of the first mode, logit units per entry (≤ 1 keeps "
+                                                    "the softmax near-linear)")
+    lg.add_argument("--alpha", type=cli.nonneg, help="power-law exponent: s_k = s1·k^−alpha")
+    lg.add_argument("--ft-kind", choices=("rank", "rotate"),
+                    help="fine-tuning chain: rank = L plus a rank-k change along fresh directions; "
+                         "rotate = the top k output vectors turned by --ft-angle")
+    lg.add_argument("--ft-rank", type=cli.pos_int, help="k, the modes the fine-tuning change touches")
+    lg.add_argument("--ft-strength", type=cli.positive,
+                    help="strength of each added mode (kind rank), mode-strength units; independent of --s1")
+    lg.add_argument("--ft-angle", type=cli.finite, help="rotation angle in radians (kind rotate)")
     g = p.add_argument_group("overrides of the preset")
     g.add_argument("--steps", type=cli.pos_int, help="pre-training steps")
     g.add_argument("--lr", type=cli.positive, help="peak pre-training learning rate")
@@ -78,10 +96,23 @@ def add_commands(sub):
     c.set_defaults(run=run_compare)
 
 
-def config_from_args(args):
+def seed_list(text):
+    seeds = [cli.nonneg_int(x) for x in text.split(",")]
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"repeated seed in {text!r}")
+    return seeds
+
+
+LANGUAGE_ARGS = ("vocab", "rank", "s1", "alpha", "ft_kind", "ft_rank", "ft_strength", "ft_angle")
+
+
+def config_from_args(args, seed=None):
     from .presets import get_preset
 
-    cfg = get_preset(args.preset, args.variant, seed=args.seed)
+    cfg = get_preset(args.preset, args.variant, seed=args.seed if seed is None else seed)
+    lang = {k: getattr(args, k) for k in LANGUAGE_ARGS if getattr(args, k, None) is not None}
+    if lang:
+        cfg = cfg.with_language(**lang)
     tr, pr, ft = {}, {}, {}
     for name, key in (("steps", "steps"), ("lr", "lr"), ("schedule", "schedule"), ("warmup_steps", "warmup_steps"),
                       ("checkpoints", "n_checkpoints")):
@@ -106,11 +137,33 @@ def config_from_args(args):
 def run_transformer(args):
     from .run import run_experiment
 
+    if args.seeds is not None:
+        return run_seeds(args)
     cfg = config_from_args(args)
     result = run_experiment(cfg, args.out_dir, progress=not args.no_progress)
     # result.json is already the envelope (schema transformer-run, config); a diverged run is reported
     # by its losses, not refused, since its checkpoints are on disk.
     cli.emit(args, result, transformer_table(result), check_finite=False)
+
+
+def run_seeds(args):
+    """One run per seed in DIR/seed-N (each resumes on its own); prints one summary object."""
+    from linear_theory.output import envelope
+
+    from .run import run_experiment
+
+    cfgs = [config_from_args(args, seed) for seed in args.seeds]  # every configuration checked before any run
+    runs, tables = [], []
+    for seed, cfg in zip(args.seeds, cfgs):
+        folder = Path(args.out_dir) / f"seed-{seed}"
+        r = run_experiment(cfg, folder, progress=not args.no_progress)
+        runs.append({"seed": seed, "run_dir": str(folder), "final_excess_loss": r["excess_loss"][-1],
+                     "timing": r["timing"]})
+        tables.append(f"seed {seed} ({folder}):\n" + transformer_table(r))
+    payload = envelope("transformer-seeds", cfgs[0].to_dict() | {"seeds": list(args.seeds)},
+                       {"out_dir": args.out_dir, "runs": runs})
+    cli.emit(args, payload, "\n\n".join(tables) + f"\n\ncompare all seeds: linear-theory compare {args.out_dir}",
+             check_finite=False)
 
 
 def transformer_table(r) -> str:

@@ -398,3 +398,65 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_the_unbroken_result(tmp_pat
     for name in names:
         with np.load(folder_a / "checkpoints" / name) as fa, np.load(broken / "checkpoints" / name) as fb:
             assert all(np.array_equal(fa[k], fb[k], equal_nan=True) for k in fa.files), name
+
+
+# ---------------------------------------------------------------- the language from the command line
+
+
+def _parsed(*argv):
+    return cli.build_parser().parse_args(["transformer", "--out", "unused", *argv])
+
+
+def test_language_options_each_have_one_meaning():
+    from experiments.cli import config_from_args
+
+    base = config_from_args(_parsed("--preset", "ci"))
+    cfg = config_from_args(_parsed("--preset", "ci", "--vocab", "48", "--rank", "20", "--s1", "0.8", "--alpha", "1",
+                                   "--ft-rank", "3", "--ft-strength", "0.3"))
+    lc = cfg.language
+    assert (lc.vocab, lc.rank, lc.s1, lc.alpha, lc.ft_rank, lc.ft_strength) == (48, 20, 0.8, 1.0, 3, 0.3)
+    assert cfg.model.vocab_size == 48  # the model's size follows the language
+    assert dataclasses.replace(cfg.model, vocab_size=base.model.vocab_size) == base.model
+    # s1 no longer moves the fine-tuning chain: same change (strength, rank, kind) at any s1
+    only_s1 = config_from_args(_parsed("--preset", "ci", "--s1", "0.9")).language
+    assert (only_s1.ft_kind, only_s1.ft_rank, only_s1.ft_strength) == (base.language.ft_kind, base.language.ft_rank,
+                                                                      base.language.ft_strength)
+    from experiments.run import languages
+
+    lang_a, second_a = languages(base)
+    lang_b, second_b = languages(config_from_args(_parsed("--preset", "ci", "--s1", "0.9")))
+    # the change L_B − L is the same matrix: its singular values are the fine-tuning strength, rank ft_rank
+    change_a, change_b = second_a.logits - lang_a.logits, second_b.logits - lang_b.logits
+    assert np.allclose(change_a, change_b, atol=1e-9)
+    sv = np.linalg.svd(change_a, compute_uv=False) / lang_a.vocab
+    k = base.language.ft_rank
+    assert np.allclose(sv[:k], base.language.ft_strength) and sv[k] < 1e-9
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--rank", "64"], "--rank must lie in [1, vocab − 1 = 63]"),
+    (["--vocab", "8"], "--rank must lie in [1, vocab − 1 = 7]"),  # the ci rank 32 does not fit 8 tokens
+    (["--vocab", "1", "--rank", "1"], "--vocab must be at least 2"),
+    (["--ft-kind", "rotate", "--ft-rank", "40"], "--ft-rank must lie in [1, 31]"),
+    (["--s1", "0"], "--s1"), (["--alpha", "-1"], "--alpha"), (["--ft-strength", "inf"], "--ft-strength"),
+    (["--seeds", "1,1"], "repeated seed"), (["--seeds", "1,-2"], "--seeds"),
+])
+def test_language_options_are_validated(tmp_path, capsys, argv, message):
+    out = tmp_path / "never"
+    try:  # argparse's own refusals exit through SystemExit, the configuration's through cli.main's return
+        code = cli.main(["transformer", "--preset", "ci", "--out", str(out), "--no-progress", *argv])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not out.exists()  # refused before anything is written
+
+
+def test_a_changed_language_is_detected_on_resume(tiny_unbroken):
+    folder, _ = tiny_unbroken
+    cfg = tiny_config()
+    for change, key in (({"rank": 7}, "language.rank"), ({"ft_strength": 0.25}, "language.ft_strength"),
+                        ({"vocab": 17}, "language.vocab")):
+        with pytest.raises(ValueError, match=rf"different configuration \({key}: "):
+            run_experiment(cfg.with_language(**change), folder, progress=False)
