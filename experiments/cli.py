@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,10 @@ def add_commands(sub):
     g.add_argument("--sigmas-absolute", type=cli.float_list, metavar="S1,S2,...",
                    help="absolute noise std σ per matrix entry")
     g.add_argument("--draws", type=cli.pos_int, help="noise draws per σ (at least 2)")
-    g.add_argument("--ft-rates", type=cli.float_list, metavar="R1,R2,...", help="fine-tuning learning rates")
+    g.add_argument("--ft-rates", type=ft_rates, metavar="R1,R2,...|auto",
+                   help="fine-tuning learning rates, or auto: three rates inside the linear theory's U window in "
+                        "K·η (SGD only; the theory variant's default), computed and printed for the run")
+    g.add_argument("--ft-seeds", type=cli.pos_int, help="fine-tunings per checkpoint and rate (batch orders; default 3)")
     g.add_argument("--ft-steps", type=cli.pos_int, help="fine-tuning steps per checkpoint and rate")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of a table")
@@ -103,6 +107,15 @@ def seed_list(text):
     return seeds
 
 
+def ft_rates(text):
+    if text.strip() == "auto":
+        return []
+    rates = cli.float_list(text)
+    if any(not (math.isfinite(r) and r > 0) for r in rates):
+        raise argparse.ArgumentTypeError(f"fine-tuning rates must be positive and finite, got {text!r}")
+    return rates
+
+
 LANGUAGE_ARGS = ("vocab", "rank", "s1", "alpha", "ft_kind", "ft_rank", "ft_strength", "ft_angle")
 
 
@@ -127,6 +140,8 @@ def config_from_args(args, seed=None):
         ft["rates"] = tuple(args.ft_rates)
     if args.ft_steps is not None:
         ft["steps"] = args.ft_steps
+    if args.ft_seeds is not None:
+        ft["seeds"] = args.ft_seeds
     if args.checkpoints is not None and args.checkpoints < 2:
         raise ValueError("--checkpoints must be at least 2")
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **tr),

@@ -98,6 +98,9 @@ class RunConfig:
     def __post_init__(self):
         if self.model.vocab_size != self.language.vocab:
             raise ValueError(f"model vocab {self.model.vocab_size} ≠ language vocab {self.language.vocab}")
+        if not self.finetune.rates and self.train.optimizer != "sgd":
+            raise ValueError("fine-tuning rates can be chosen from the linear theory's U window only for SGD: "
+                             "give --ft-rates")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -114,7 +117,7 @@ class RunConfig:
 def _variant(variant: str, steps: int) -> tuple[dict, dict, tuple]:
     """(model overrides, train overrides, fine-tuning rates) of a variant."""
     if variant == "theory":
-        return dict(layernorm=False, init_std=0.02), dict(optimizer="sgd", lr=0.5, momentum=0.9), (0.5, 0.15)
+        return dict(layernorm=False, init_std=0.02), dict(optimizer="sgd", lr=0.5, momentum=0.9), ()  # () = from the theory
     if variant == "realistic":
         return (dict(layernorm=True, init_std=0.02),
                 dict(optimizer="adamw", lr=1e-3, weight_decay=0.1, warmup_steps=min(100, steps // 10)),

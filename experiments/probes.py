@@ -136,6 +136,12 @@ def matrix_rms_sq(params) -> np.ndarray:
     return np.array([float(jnp.mean(w**2)) for w in jax.tree_util.tree_leaves(params) if is_matrix(w)])
 
 
+def matrix_rms(params) -> dict:
+    """{tree path: RMS} of every matrix (what relative noise scales with)."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {jax.tree_util.keystr(path): float(jnp.sqrt(jnp.mean(w**2))) for path, w in flat if is_matrix(w)}
+
+
 def weight_sq_norm(params) -> float:
     """Σ ‖W‖²_F over the matrices."""
     return float(sum(jnp.sum(w**2) for w in jax.tree_util.tree_leaves(params) if is_matrix(w)))
@@ -150,7 +156,7 @@ def probe_checkpoint(params, cfg: GPTConfig, lang: MarkovLanguage, tables: Chain
     excess, loss, m = evaluate_jit(params, cfg, tokens, tables)
     a = np.asarray(strengths(m, jnp.asarray(lang.u, jnp.float32), jnp.asarray(lang.v, jnp.float32)), np.float64)
     out = {"excess_loss": float(excess), "loss": float(loss), "mode_strengths": a.tolist(),
-           "weight_sq_norm": weight_sq_norm(params), "noise": {}}
+           "weight_sq_norm": weight_sq_norm(params), "matrix_rms": matrix_rms(params), "noise": {}}
     for kind, values in sigmas.items():
         rows = []
         for sigma in values:
