@@ -84,17 +84,26 @@ def add_commands(sub):
 
     c = sub.add_parser(
         "compare",
-        help="compare a transformer run with the theory's predictions: measured value, criterion, verdict",
-        description="Read RUN_DIR/result.json (from `linear-theory transformer`) and, for each prediction of the "
-        "theory, report the measured value, the criterion and a computed verdict (held, failed, inconclusive): "
-        "1 modes learned in order of decreasing s; 2 learning step × s_k roughly constant; 3 sensitivity "
-        "(Δloss under fixed noise) grows and tracks the Hessian-trace proxy; 4 the perturbed loss turns up; "
-        "5 the turn comes earlier for larger σ and a threshold fitted on one σ predicts the others; 6 after "
-        "fine-tuning at a fixed rate the pre-training loss is U-shaped and smaller rates delay it. Rises are "
-        "paired differences over noise draws and count above 0.002 nats and two standard errors. Writes "
-        "RUN_DIR/compare.json and the figure RUN_DIR/compare.png and .pdf. " + UNITS,
+        help="compare transformer runs (one, or every seed in a folder) with the linear theory: statistic, "
+             "interval, criterion, verdict",
+        description="Read RUN_DIR/result.json, or every RUN_DIR/seed-N/result.json (from `linear-theory transformer "
+        "--seeds`), and for each prediction report a statistic per seed, its mean with a 95% t-interval across "
+        "seeds (one seed: the run's own standard error over noise draws or fine-tuning seeds, paired across "
+        "checkpoints), the criterion and a verdict: held = the interval lies inside the criterion, failed = wholly "
+        "outside, inconclusive = it straddles it. Expected values come from the linear theory for the run "
+        "(its spectrum, measured initial strength a0, rate η̃ = lr/(1−β)/V, the noise kind and the measured matrix "
+        "RMS): 1 modes learned in order of decreasing s (ρ ≤ −0.7); 2 slope of log(step to θ·s_k) vs log(1/s_k) "
+        "within ±20% of the theory's exact-GD slope, at θ = 0.1, 0.25, 0.5, 0.75; 3 Δloss under noise grows (> 0.002 "
+        "nats) and tracks ½σ²·tr H (ρ ≥ 0.7); 4 the perturbed loss turns up (paired rise to the end > 0.002 nats) "
+        "exactly at the σ where the theory's does; 5 the step of the (refined) turn scales as σ^x with x within "
+        "±20% of the theory's x for that noise kind (relative: with the measured RMS, init included; the "
+        "small-init and init-norm theory values are shown); 6 at fine-tuning rates where the theory (K·η̃ in its U "
+        "window) has a U, the pre-training chain's loss after fine-tuning rises > 0.002 nats from its refined "
+        "minimum to the last checkpoint; 6d the same for the fine-tuning chain's own loss. Minima are refined "
+        "between checkpoints (parabola in log-step). Writes RUN_DIR/compare.json and the figure "
+        "RUN_DIR/compare.png and .pdf (the first seed's curves, the verdicts of all). " + UNITS,
     )
-    c.add_argument("run_dir", metavar="RUN_DIR", help="folder of a transformer run")
+    c.add_argument("run_dir", metavar="RUN_DIR", help="folder of a transformer run, or of its seed-N runs")
     c.add_argument("--no-figure", action="store_true", help="skip the figure")
     c.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of a table")
     c.set_defaults(run=run_compare)
@@ -202,21 +211,33 @@ def transformer_table(r) -> str:
     return wrap(head, 100) + "\n" + format_table(headers, rows) + "\n\n" + wrap(notes, 100)
 
 
+def load_runs(folder: Path) -> list[dict]:
+    """The result of the run in `folder`, or of every DIR/seed-N run in it (by seed)."""
+    paths = [folder / "result.json"] if (folder / "result.json").is_file() else sorted(
+        folder.glob("seed-*/result.json"), key=lambda p: int(p.parent.name[5:]) if p.parent.name[5:].isdigit() else -1)
+    if not paths:
+        raise ValueError(f"{folder} holds no result.json (nor seed-N/result.json): run `linear-theory transformer "
+                         f"--out {folder}` first")
+    runs = []
+    for path in paths:
+        try:
+            runs.append(json.loads(path.read_text()) | {"_dir": str(path.parent)})
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+    return runs
+
+
 def run_compare(args):
     from linear_theory.output import atomic_write_json, envelope, jsonable
 
     from .compare import compare, format_comparison
 
     folder = Path(args.run_dir)
-    path = folder / "result.json"
-    if not path.is_file():
-        raise ValueError(f"{path} not found: run `linear-theory transformer --out {folder}` first")
-    try:
-        result = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
-    cmp = compare(result)
-    payload = jsonable(envelope("compare", {"run_dir": str(folder), "run_config": result.get("config")}, cmp))
+    runs = load_runs(folder)
+    result = runs[0]
+    cmp = compare(runs)
+    payload = jsonable(envelope("compare", {"run_dir": str(folder), "run_config": result.get("config"),
+                                            "seed_dirs": [r["_dir"] for r in runs]}, cmp))
     if not args.no_figure:
         import matplotlib
 

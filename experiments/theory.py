@@ -79,6 +79,14 @@ def run_theory(config: dict, steps, mode_strengths_0, init_sq_norms) -> RunTheor
     return RunTheory(s, v, int(model["d_model"]), float(lr), note, a0, n0, beta, int(steps[-1]))
 
 
+def from_result(result: dict) -> RunTheory:
+    """The RunTheory of a finished run, from its stored record (result["theory"]) and spectrum."""
+    t = result["theory"]
+    return RunTheory(np.asarray(result["target_strengths"], float), int(t["vocab"]), int(t["d_hidden"]),
+                     float(t["lr"]), t["lr_note"], float(t["a0"]), tuple(t["init_sq_norms"]), float(t["momentum"]),
+                     int(result["steps"][-1]))
+
+
 def horizon(th: RunTheory, fraction: float = 0.9) -> int:
     """Steps until every mode within the width passes `fraction` of its target (flow estimate × 2, ≥ last step)."""
     s = th.s[: th.d_hidden]
@@ -97,17 +105,29 @@ def trajectory(th: RunTheory, checkpoints):
     return gd_modes(th.teacher(), th.lr, np.asarray(checkpoints), init_strength=th.a0, d_hidden=th.d_hidden)
 
 
-def perturbed_loss(th: RunTheory, traj, kind: str, sigma: float, with_init: bool = True) -> np.ndarray:
+RMS_VARIANTS = ("measured", "init", "small-init")
+
+
+def perturbed_loss(th: RunTheory, traj, kind: str, sigma: float, rms: str = "init", measured=None) -> np.ndarray:
     """E[L_pert] along `traj` (exact for any weights, linear_theory.sensitivity_from_norms) for the run's
-    noise: absolute std σ on W, or relative std σ·RMS(W) with the run's init norm (with_init) or without."""
+    noise: absolute std σ on W, or relative std σ·RMS(W), the RMS being
+      "measured":   the transformer's own RMS of wte and lm_head at each step (`measured` = (steps, rms_wte,
+                    rms_lm_head), log-interpolated in step, held after the last checkpoint), init included;
+      "init":       the theory's, ‖W̃‖² = N0 + Σa with the run's measured init norm N0;
+      "small-init": the theory's from small init, ‖W̃‖² = Σa (RMS all learned structure)."""
     from linear_theory import sensitivity_from_norms
 
     v, h = th.vocab, th.d_hidden
-    n0 = np.asarray(th.init_sq_norms) if with_init else np.zeros(2)
+    n0 = np.zeros(2) if rms == "small-init" else np.asarray(th.init_sq_norms)
     learned = np.asarray(traj.w1_sq_norm)  # = ‖W2‖² = Σ a (balanced)
     n1, n2 = n0[0] + learned, n0[1] + learned
     if kind == "absolute":
         s1 = s2 = np.full_like(learned, sigma / np.sqrt(v))
+    elif kind == "relative" and rms == "measured":
+        st, r1, r2 = (np.asarray(x, float) for x in measured)
+        x = np.log(np.maximum(np.asarray(traj.times, float), 1.0))
+        xp = np.log(np.maximum(st, 1.0))
+        s1, s2 = (sigma * np.exp(np.interp(x, xp, np.log(r))) / np.sqrt(v) for r in (r1, r2))  # RMS(W̃) = RMS(W)/√V
     elif kind == "relative":
         s1, s2 = sigma * np.sqrt(n1 / (h * v)), sigma * np.sqrt(n2 / (h * v))
     else:
@@ -115,14 +135,14 @@ def perturbed_loss(th: RunTheory, traj, kind: str, sigma: float, with_init: bool
     return np.asarray(traj.loss) + sensitivity_from_norms(n1, n2, v, v, h, s1, s2)
 
 
-def turn_steps(th: RunTheory, kind: str, sigmas, with_init: bool = True, n: int = 1500):
+def turn_steps(th: RunTheory, kind: str, sigmas, rms: str = "init", measured=None, traj=None):
     """Theory's step of the perturbed-loss minimum for each σ (None where the minimum is not interior or
-    the rise after it is below MIN_RISE), over a dense log grid to `horizon`."""
-    grid = log_grid(horizon(th), n)
-    traj = trajectory(th, grid)
+    the rise after it is below MIN_RISE), over a dense log grid to `horizon` (or along `traj`)."""
+    traj = trajectory(th, log_grid(horizon(th))) if traj is None else traj
+    grid = np.asarray(traj.times)
     out = []
     for sigma in sigmas:
-        p = perturbed_loss(th, traj, kind, float(sigma), with_init)
+        p = perturbed_loss(th, traj, kind, float(sigma), rms, measured)
         c = int(np.argmin(p))
         interior = 0 < c < len(p) - 1 and p[-1] - p[c] > MIN_RISE
         out.append(int(grid[c]) if interior else None)
