@@ -92,6 +92,19 @@ def interval(values, within_se=None, within_df=None) -> dict:
     return {"mean": float(v.mean()), "lo": float(lo), "hi": float(hi), "n": n, "dropped": dropped, "how": how}
 
 
+def rank_interval(values) -> dict:
+    """`interval` of a rank correlation; with one seed it has no error of its own and is read as a point."""
+    ci = interval(values)
+    if ci["n"] == 1:
+        ci = dict(ci, lo=ci["mean"], hi=ci["mean"], how="one seed: the rank correlation read as a point")
+    return ci
+
+
+def _nanmean(values) -> float:
+    v = [x for x in values if math.isfinite(x)]
+    return float(np.mean(v)) if v else float("nan")
+
+
 def judge(ci: dict, lo=-math.inf, hi=math.inf) -> str:
     """held if the interval lies inside [lo, hi], failed if it lies wholly outside, else inconclusive."""
     a, b = ci["lo"], ci["hi"]
@@ -183,13 +196,13 @@ def predict_order(runs) -> dict:
         s = np.asarray(r["target_strengths"], float)
         t = learning_steps(r["steps"], r["mode_strengths"], s)
         per.append({"rho": spearman(t, s), "n_learned": int(np.isfinite(t).sum()), "learning_steps": t})
-    ci = interval([p["rho"] if p["n_learned"] >= 3 else float("nan") for p in per])
+    ci = rank_interval([p["rho"] if p["n_learned"] >= 3 else float("nan") for p in per])
     return {
         "id": "1", "prediction": "modes are learned in order of decreasing s",
         "measured": f"Spearman ρ(step to s_k/2, s_k) = {fmt(ci, 2)} ({ci['how']}); modes learned per seed: "
                     + ", ".join(str(p["n_learned"]) for p in per),
         "criterion": f"{LEVEL:.0%} interval of ρ ≤ {RHO_ORDER} (theory: exactly in order, ρ = −1; unlearned modes "
-                     "rank last); a seed with < 3 modes learned is left out",
+                     "rank last); a seed with < 3 modes learned is left out; one seed: ρ read as a point",
         "verdict": judge(ci, hi=RHO_ORDER), "statistic": ci, "details": {"per_seed": per},
     }
 
@@ -222,7 +235,7 @@ def predict_timing(runs) -> dict:
     for f in THRESHOLDS:
         ci = interval([p[f]["diff"] for p in per], per[0][f]["slope_se"])
         meas = interval([p[f]["slope"] for p in per], per[0][f]["slope_se"])
-        th = float(np.nanmean([p[f]["theory"] for p in per]))
+        th = _nanmean([p[f]["theory"] for p in per])
         v = judge(ci, -MARGIN * th, MARGIN * th) if math.isfinite(th) else "inconclusive"
         verdicts.append(v)
         rows.append({"threshold": f, "theory": th, "transformer": meas, "difference": ci, "verdict": v})
@@ -301,21 +314,18 @@ def predict_sensitivity(runs, kind) -> dict | None:
         h = r.get("hessian_trace_relative" if kind == "relative" else "hessian_trace")
         rho_h = (spearman(delta.mean(1), 0.5 * sigma**2 * np.asarray(h, float))
                  if h is not None and all(v is not None for v in h) else float("nan"))
-        per.append({"sigma": sigma, "growth": growth, "growth_se": growth_se, "rho_step": spearman(r["steps"],
+        per.append({"sigma": sigma, "draws": delta.shape[1], "growth": growth, "growth_se": growth_se, "rho_step": spearman(r["steps"],
                     delta.mean(1)), "rho_hessian": rho_h, "delta_end": float(delta[-1].mean()),
                     "half_sigma2_trace_end": 0.5 * sigma**2 * h[-1] if h and h[-1] is not None else None})
-    g = interval([p["growth"] for p in per], per[0]["growth_se"], runs[0]["noise"]["draws"] - 1)
-    rs, rh = interval([p["rho_step"] for p in per]), interval([p["rho_hessian"] for p in per])
-    if len(runs) == 1:  # one seed: the rank correlations have no interval; read them as points
-        rs = dict(rs, lo=rs["mean"], hi=rs["mean"])
-        rh = dict(rh, lo=rh["mean"], hi=rh["mean"])
+    g = interval([p["growth"] for p in per], per[0]["growth_se"], per[0]["draws"] - 1)
+    rs, rh = rank_interval([p["rho_step"] for p in per]), rank_interval([p["rho_hessian"] for p in per])
     verdict = combine([judge(g, lo=MIN_EFFECT), judge(rs, lo=RHO_GROW), judge(rh, lo=RHO_TRACK)])
     return {
         "id": f"3{kind[0]}", "prediction": f"sensitivity grows with training and tracks ½σ²·tr H ({kind} noise)",
         "measured": f"σ={per[0]['sigma']:g}: paired growth of Δloss from step 0 to the end {fmt(g)} nats; "
                     f"ρ(Δ, step) {fmt(rs, 2)}; ρ(Δ, ½σ² tr H) {fmt(rh, 2)} ({g['how']})",
         "criterion": f"growth interval > {MIN_EFFECT}; ρ(Δ, step) interval ≥ {RHO_GROW}; ρ(Δ, ½σ²trH) interval ≥ "
-                     f"{RHO_TRACK} (one seed: the ρ as points)",
+                     f"{RHO_TRACK} (one seed: the ρ read as points)",
         "verdict": verdict, "statistic": g, "details": {"per_seed": per},
     }
 
@@ -386,7 +396,7 @@ def predict_exponent(runs, kind) -> dict | None:
                     "theory": {k: {"exponent": v[0], "se": v[1], "n_sigma": v[2]} for k, v in th.items()}})
     main = "absolute" if kind == "absolute" else ("measured" if "measured" in per[0]["theory"] else "init")
     meas = interval([p["exponent"] for p in per], per[0]["exponent_se"], max(per[0]["n_sigma"] - 2, 1))
-    th = {k: float(np.nanmean([p["theory"][k]["exponent"] for p in per])) for k in per[0]["theory"]}
+    th = {k: _nanmean([p["theory"][k]["exponent"] for p in per]) for k in per[0]["theory"]}
     gaps = {k: interval([p["exponent"] - p["theory"][k]["exponent"] for p in per], per[0]["exponent_se"],
                         max(per[0]["n_sigma"] - 2, 1)) for k in th}
     x_th = th.get(main, float("nan"))
