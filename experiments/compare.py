@@ -372,13 +372,12 @@ def predict_turn_up(runs, kind) -> dict | None:
     }
 
 
-def _transformer_exponent(result, kind):
-    from .theory import exponent
-
+def _transformer_turns(result, kind):
+    """(σ list, refined turn step or None per σ, ordered in σ?) of one run."""
     tus = [turn_up(result, i) for i in noise_rows(result, kind)]
-    x, se, n = exponent([t["sigma"] for t in tus], [t["argmin_step"] if t["turns_up"] else None for t in tus])
     order = [t["argmin_step"] for t in tus if t["turns_up"]]
-    return x, se, n, all(b <= a for a, b in zip(order, order[1:]))
+    return ([t["sigma"] for t in tus], [t["argmin_step"] if t["turns_up"] else None for t in tus],
+            all(b <= a for a, b in zip(order, order[1:])))
 
 
 def predict_exponent(runs, kind) -> dict | None:
@@ -390,8 +389,11 @@ def predict_exponent(runs, kind) -> dict | None:
     sigmas = [runs[0]["noise"]["sigmas"][i] for i in idx0]
     per = []
     for r in runs:
-        x, se, n, ordered = _transformer_exponent(r, kind)
-        th = {k: exponent(sigmas, v) for k, v in theory_turns(r, kind, sigmas).items()} if "theory" in r else {}
+        _, steps_tr, ordered = _transformer_turns(r, kind)
+        x, se, n = exponent(sigmas, steps_tr)
+        # the theory's exponent over the same σ: those where this seed and the theory both turn
+        th = {k: exponent(sigmas, [t if t_tr is not None else None for t, t_tr in zip(v, steps_tr)])
+              for k, v in theory_turns(r, kind, sigmas).items()} if "theory" in r else {}
         per.append({"exponent": x, "exponent_se": se, "n_sigma": n, "ordered": ordered,
                     "theory": {k: {"exponent": v[0], "se": v[1], "n_sigma": v[2]} for k, v in th.items()}})
     main = "absolute" if kind == "absolute" else ("measured" if "measured" in per[0]["theory"] else "init")
@@ -408,16 +410,18 @@ def predict_exponent(runs, kind) -> dict | None:
     text = (f"transformer step of the turn ∝ σ^x, x = {fmt(meas, 3)} (regression over the σ that turn up; "
             f"{meas['how']}); theory x: " + ", ".join(f"{k} RMS {v:.2f}" if kind == "relative" else f"{v:.2f}"
                                                        for k, v in th.items()))
-    if kind == "relative" and {"small-init", main} <= set(gaps):
-        closes = abs(gaps[main]["mean"]) < abs(gaps["small-init"]["mean"])
-        text += (f"; gap transformer − theory: small-init {fmt(gaps['small-init'], 2)} → {main} RMS "
-                 f"{fmt(gaps[main], 2)}: the init {'narrows' if closes else 'does not narrow'} the gap")
+    if kind == "relative" and "small-init" in gaps:
+        g0 = abs(gaps["small-init"]["mean"])
+        said = [f"{k} {fmt(gaps[k], 2)}" for k in ("small-init", "init", "measured") if k in gaps]
+        verdicts = [f"{'the init norm' if k == 'init' else 'the measured RMS'} changes |gap| by "
+                    f"{abs(gaps[k]['mean']) - g0:+.2f}" for k in ("init", "measured") if k in gaps]
+        text += "; gap transformer − theory x with RMS " + ", ".join(said) + ": " + ", ".join(verdicts)
     text += "; turns ordered in σ in " + f"{sum(p['ordered'] for p in per)}/{len(per)} seeds" + (f" ({why})" if why else "")
     return {
         "id": f"5{kind[0]}", "prediction": f"the turn moves as σ^x with the theory's x ({kind} noise)",
         "measured": text,
         "criterion": f"{LEVEL:.0%} interval of (transformer − theory) x within ±{MARGIN:g}·|theory x|; theory x: "
-                     f"least-squares over the run's σ of the theory's turn steps (exact GD + E[L_pert]"
+                     f"least-squares over the σ where both turn of the theory's turn steps (exact GD + E[L_pert]"
                      + (f", noise σ·RMS with the transformer's measured RMS of wte and lm_head, init included)"
                         if kind == "relative" else ", absolute σ/√V on W̃)"),
         "verdict": verdict, "statistic": gaps.get(main, meas),
