@@ -94,12 +94,8 @@ def perturb(params, key, sigma, relative):
     return jax.tree_util.tree_map(add, params, matrix_normal(params, key))
 
 
-@functools.lru_cache(maxsize=8)
-def make_noise_probe(cfg: GPTConfig, draws: int, map_batch: int = 4):
-    """A jitted f(params, tokens, tables, noise_key, sigma, relative) → per-draw (excess loss, M_noisy − M).
-
-    `relative` is a traced boolean, so both kinds of noise share one compilation.
-    """
+def _noise_probe(cfg: GPTConfig, draws: int, map_batch: int):
+    """f(params, tokens, tables, noise_key, sigma, relative) → per-draw (excess loss, M_noisy − M), unjitted."""
 
     def one(params, tokens, tables, m_clean, key, sigma, relative):
         excess, _, m = evaluate(perturb(params, key, sigma, relative), cfg, tokens, tables)
@@ -111,7 +107,24 @@ def make_noise_probe(cfg: GPTConfig, draws: int, map_batch: int = 4):
         return jax.lax.map(lambda k: one(params, tokens, tables, m_clean, k, sigma, relative), keys,
                            batch_size=min(map_batch, draws))
 
-    return jax.jit(probe)
+    return probe
+
+
+@functools.lru_cache(maxsize=8)
+def make_noise_probe(cfg: GPTConfig, draws: int, map_batch: int = 4):
+    """A jitted f(params, tokens, tables, noise_key, sigma, relative) → per-draw (excess loss, M_noisy − M).
+
+    `relative` is a traced boolean, so both kinds of noise share one compilation.
+    """
+    return jax.jit(_noise_probe(cfg, draws, map_batch))
+
+
+@functools.lru_cache(maxsize=8)
+def make_noise_sweep(cfg: GPTConfig, draws: int, map_batch: int = 4):
+    """make_noise_probe for every noise row at once: sigma and relative are (S,) arrays (one entry per row,
+    each row its own kind), the outputs gain a leading row axis; the rows run side by side (vmap), the
+    clean logit map is computed once."""
+    return jax.jit(jax.vmap(_noise_probe(cfg, draws, map_batch), in_axes=(None, None, None, None, 0, 0)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -151,23 +164,26 @@ def probe_checkpoint(params, cfg: GPTConfig, lang: MarkovLanguage, tables: Chain
                      sigmas: dict, noise_fn, hessian_fn=None, hessian_tokens=None, hessian_key=None) -> dict:
     """Every probe at one checkpoint, as plain numbers (see the module docstring).
 
-    sigmas: {"relative": [...], "absolute": [...]}; noise_fn from make_noise_probe.
+    sigmas: {"relative": [...], "absolute": [...]}; noise_fn from make_noise_sweep (every row in one call).
     """
     excess, loss, m = evaluate_jit(params, cfg, tokens, tables)
     a = np.asarray(strengths(m, jnp.asarray(lang.u, jnp.float32), jnp.asarray(lang.v, jnp.float32)), np.float64)
     out = {"excess_loss": float(excess), "loss": float(loss), "mode_strengths": a.tolist(),
            "weight_sq_norm": weight_sq_norm(params), "matrix_rms": matrix_rms(params), "noise": {}}
-    for kind, values in sigmas.items():
-        rows = []
-        for sigma in values:
-            perturbed, diff = noise_fn(params, tokens, tables, noise_key, jnp.float32(sigma), jnp.asarray(kind == "relative"))
-            perturbed = np.asarray(perturbed, np.float64)
-            floor = np.linalg.norm(np.asarray(diff, np.float64), ord=2, axis=(1, 2)) / cfg.vocab_size
-            mean_floor = float(floor.mean())
-            rows.append({"sigma": float(sigma), "perturbed_draws": perturbed.tolist(),
-                         "noise_floor": mean_floor, "noise_floor_se": float(floor.std(ddof=1) / np.sqrt(floor.size)),
-                         "modes_above_floor": int(np.sum(a > mean_floor))})
-        out["noise"][kind] = rows
+    rows = [(kind, float(sigma)) for kind, values in sigmas.items() for sigma in values]
+    if rows:
+        perturbed_all, diff_all = noise_fn(params, tokens, tables, noise_key,
+                                           jnp.asarray([sg for _, sg in rows], jnp.float32),
+                                           jnp.asarray([kind == "relative" for kind, _ in rows]))
+    for kind in sigmas:
+        out["noise"][kind] = []
+    for j, (kind, sigma) in enumerate(rows):
+        perturbed = np.asarray(perturbed_all[j], np.float64)
+        floor = np.linalg.norm(np.asarray(diff_all[j], np.float64), ord=2, axis=(1, 2)) / cfg.vocab_size
+        mean_floor = float(floor.mean())
+        out["noise"][kind].append({"sigma": sigma, "perturbed_draws": perturbed.tolist(), "noise_floor": mean_floor,
+                                   "noise_floor_se": float(floor.std(ddof=1) / np.sqrt(floor.size)),
+                                   "modes_above_floor": int(np.sum(a > mean_floor))})
     if hessian_fn is not None:
         per = np.asarray(hessian_fn(params, hessian_tokens, tables, hessian_key), np.float64)
         out["hessian_trace"] = float(per.sum())

@@ -29,7 +29,7 @@ from .finetune import make_finetune
 from .language import finetune_language, make_language
 from .model import count_params
 from .presets import RunConfig
-from .probes import eval_tokens, evaluate_jit, make_hessian_trace, make_noise_probe, probe_checkpoint
+from .probes import eval_tokens, evaluate_jit, make_hessian_trace, make_noise_sweep, probe_checkpoint
 from .theory import theory_record
 from .train import checkpoint_path, checkpoint_steps, load_params, train
 
@@ -125,7 +125,7 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
     tokens_b = eval_tokens(jax.random.fold_in(key, 4), tables_b, pc.n_eval, m.context)
     noise_key, hess_key = jax.random.fold_in(key, 2), jax.random.fold_in(key, 6)
     sigmas = {"relative": list(pc.sigmas_relative), "absolute": list(pc.sigmas_absolute)}
-    noise_fn = make_noise_probe(m, pc.draws, pc.map_batch)
+    noise_fn = make_noise_sweep(m, pc.draws, pc.map_batch)
     hess_fn = make_hessian_trace(m, pc.hessian_probes) if pc.hessian_probes else None
     hess_tokens = tokens[: pc.hessian_eval]
     probes, params_all = [], []
@@ -192,7 +192,9 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
     result = assemble(cfg, lang, second, steps, log["train_loss"], probes, ft, tokens)
     result["theory"] = theory
     result["params"] = count_params(params_all[0])
-    result["timing"] = {"train_s": t_train, "probe_s": t_probe, "finetune_s": t_ft,
+    tokens_trained = (cfg.train.steps - (log["resumed_from"] or 0)) * cfg.train.batch_size * m.context
+    result["timing"] = {"train_s": t_train, "train_tokens_per_s": tokens_trained / t_train, "probe_s": t_probe,
+                        "finetune_s": t_ft,
                         "total_s": time.perf_counter() - t_start, "resumed_from": log["resumed_from"],
                         "device": str(jax.devices()[0])}
     result = jsonable(result)

@@ -122,6 +122,31 @@ def test_noise_of_zero_changes_nothing_and_noise_hits_only_matrices():
             assert (not np.array_equal(a, b)) == is_matrix(b)  # every matrix moves, biases and LN stay
 
 
+def test_noise_sweep_rows_each_their_own_and_equal_to_one_at_a_time():
+    """All noise rows in one vmapped call: each row equals the unbatched probe of its (σ, kind) to float32
+    round-off, and no two rows are the same — in particular an absolute row is not a relative row of the
+    same σ (the same σ values are used for both kinds, so a mix-up of the kinds would show)."""
+    from experiments.probes import make_noise_sweep
+
+    lang = make_language(vocab=16, rank=6, seed=0)
+    params = init_params(TINY, jax.random.key(0))
+    tables = lang.tables()
+    tokens = sample(jax.random.key(1), tables, 16, 9)
+    rows = [(0.5, True), (0.05, True), (0.05, False), (0.5, False)]
+    sweep = make_noise_sweep(TINY, 2, 2)
+    probe = make_noise_probe(TINY, 2, 2)
+    excess, diff = sweep(params, tokens, tables, jax.random.key(3), jnp.asarray([r[0] for r in rows], jnp.float32),
+                         jnp.asarray([r[1] for r in rows]))
+    assert excess.shape == (4, 2) and diff.shape == (4, 2, 16, 16)
+    for j, (sigma, relative) in enumerate(rows):
+        e1, d1 = probe(params, tokens, tables, jax.random.key(3), jnp.float32(sigma), jnp.asarray(relative))
+        # float32: batching may reorder reductions; 1e-5 relative (1e-6 absolute on the map) is a few ulps
+        assert np.allclose(np.asarray(excess[j]), np.asarray(e1), rtol=1e-5, atol=0)
+        assert np.allclose(np.asarray(diff[j]), np.asarray(d1), rtol=1e-5, atol=1e-6)
+    flat = np.asarray(excess)
+    assert all(not np.allclose(flat[i], flat[k]) for i in range(4) for k in range(i + 1, 4))
+
+
 # ---------------------------------------------------------------- training and resume
 
 
