@@ -117,6 +117,15 @@ def judge(ci: dict, lo=-math.inf, hi=math.inf) -> str:
     return "inconclusive"
 
 
+def deciding(rows) -> dict:
+    """The row that decides a combined verdict: the first failed one, else the first inconclusive, else the last."""
+    for v in ("failed", "inconclusive"):
+        for r in rows:
+            if r["verdict"] == v:
+                return r
+    return rows[-1]
+
+
 def combine(verdicts) -> str:
     """All held → held; any failed → failed; otherwise inconclusive."""
     verdicts = list(verdicts)
@@ -247,7 +256,7 @@ def predict_timing(runs) -> dict:
         "criterion": f"at every θ the {LEVEL:.0%} interval of (transformer − theory) slope within ±{MARGIN:g} × the "
                      "theory's slope; theory = exact GD (gd_modes) with the run's spectrum, measured a0 and "
                      "η̃ = lr/(1−β)/V, fitted over the modes the transformer learned",
-        "verdict": combine(verdicts), "statistic": rows[THRESHOLDS.index(0.5)]["difference"],
+        "verdict": combine(verdicts), "statistic": deciding(rows)["difference"],
         "details": {"thresholds": rows, "per_seed": per},
     }
 
@@ -286,11 +295,12 @@ def measured_rms(result):
 
 
 def theory_turns(result, kind, sigmas) -> dict:
-    """The theory's turn step for each σ: for relative noise with each RMS variant (theory.RMS_VARIANTS)."""
+    """The theory's turn step for each σ within the run's steps (None: no interior minimum rising > MIN_EFFECT
+    by the run's last step), for relative noise with each RMS variant (theory.RMS_VARIANTS)."""
     from . import theory
 
     th = theory.from_result(result)
-    traj = theory.trajectory(th, theory.log_grid(theory.horizon(th)))
+    traj = theory.trajectory(th, theory.log_grid(th.last_step))  # the run's own range of steps, as measured
     if kind == "absolute":
         return {"absolute": theory.turn_steps(th, kind, sigmas, traj=traj)}
     out = {}
@@ -341,11 +351,12 @@ def predict_turn_up(runs, kind) -> dict | None:
     sigmas = [runs[0]["noise"]["sigmas"][i] for i in idx0]
     have_theory = all("theory" in r for r in runs)
     variant = "absolute" if kind == "absolute" else "measured"
-    th_u = None
+    th_u = th_steps = None
     if have_theory:
         turns = theory_turns(runs[0], kind, sigmas)
         variant = variant if variant in turns else "init"
-        th_u = _theory_u(turns[variant])
+        th_steps = turns[variant]
+        th_u = _theory_u(th_steps)
     rows, verdicts = [], []
     for j, sigma in enumerate(sigmas):
         tus = [turn_up(r, noise_rows(r, kind)[j]) for r in runs]
@@ -358,9 +369,11 @@ def predict_turn_up(runs, kind) -> dict | None:
         else:
             v = judge(ci, hi=MIN_EFFECT) if interior else "held"
         verdicts.append(v)
-        rows.append({"sigma": sigma, "theory_u": None if th_u is None else th_u[j], "rise": ci,
+        rows.append({"sigma": sigma, "theory_u": None if th_u is None else th_u[j],
+                     "theory_step": None if th_steps is None else th_steps[j], "rise": ci,
                      "argmin_steps": [t["argmin_step"] for t in tus], "interior_all": interior, "verdict": v})
-    text = "; ".join(f"σ={x['sigma']:g}: theory {'U' if x['theory_u'] else 'no U'}, rise {fmt(x['rise'])} "
+    text = "; ".join(f"σ={x['sigma']:g}: theory " + (f"U at {x['theory_step']}" if x["theory_u"] else "no U")
+                     + f", rise {fmt(x['rise'])} "
                      f"(min at {', '.join(f'{s:.0f}' for s in x['argmin_steps'])})" for x in rows)
     return {
         "id": f"4{kind[0]}", "prediction": f"the perturbed loss turns up exactly where the theory's does ({kind} noise)",
@@ -368,7 +381,7 @@ def predict_turn_up(runs, kind) -> dict | None:
         "criterion": f"where the theory's E[L_pert] has an interior minimum rising > {MIN_EFFECT} ({variant} RMS for "
                      f"relative noise), the paired rise to the last checkpoint has its interval > {MIN_EFFECT} "
                      f"and the minimum is interior in every seed; where it has none, the interval < {MIN_EFFECT}",
-        "verdict": combine(verdicts), "statistic": rows[-1]["rise"], "details": {"sigmas": rows},
+        "verdict": combine(verdicts), "statistic": deciding(rows)["rise"], "details": {"sigmas": rows},
     }
 
 
@@ -498,7 +511,7 @@ def predict_finetune(runs) -> dict:
                      f"the pre-training chain's excess loss after fine-tuning has an interior (refined) minimum in "
                      f"every seed and the paired rise from it to the last checkpoint has its interval > "
                      f"{MIN_EFFECT} (the SGD-noise floor); where the theory has none, the interval < {MIN_EFFECT}",
-        "verdict": combine(x["verdict"] for x in rows), "statistic": rows[len(rows) // 2]["rise"],
+        "verdict": combine(x["verdict"] for x in rows), "statistic": deciding(rows)["rise"],
         "details": {"rates": rows, "window": window},
     }
 
@@ -513,7 +526,7 @@ def predict_in_domain(runs) -> dict:
         "measured": text,
         "criterion": f"as 6, on the fine-tuning chain's own excess loss after K steps (theory: finetune_sweep's "
                      f"loss on B)",
-        "verdict": combine(x["verdict"] for x in rows), "statistic": rows[len(rows) // 2]["rise"],
+        "verdict": combine(x["verdict"] for x in rows), "statistic": deciding(rows)["rise"],
         "details": {"rates": rows},
     }
 
@@ -547,14 +560,18 @@ def compare(results) -> dict:
 def format_comparison(cmp: dict) -> str:
     from linear_theory.output import format_table, wrap
 
-    rows = [[r["id"], r["verdict"], fmt(r["statistic"]), r["prediction"]] for r in cmp["predictions"]]
+    rows = [[r["id"], r["verdict"], fmt(r["statistic"])] for r in cmp["predictions"]]
+    note = ("statistic: the one that decides the verdict (per-row meaning in `measured` below; for 2 the "
+            "transformer − theory slope at the deciding θ, for 4/6/6d the rise at the deciding σ or rate, for 5 "
+            "the transformer − theory exponent)")
     seeds = ", ".join(str(s) for s in cmp["seeds"])
     out = [wrap(f"{cmp['preset']}/{cmp['variant']}, {cmp['steps']} steps, seeds {seeds}: "
                 + ", ".join(f"{n} {v}" for v, n in cmp["summary"].items()), 100)]
     if cmp["theory"].get("lr_note"):
         out.append(wrap(f"theory for this run: {cmp['theory']['lr_note']}; a0 = {cmp['theory']['a0']:.3g} (RMS of "
                         f"the measured initial strengths)", 100))
-    out += [format_table(["#", "verdict", f"statistic [{cmp['level']:.0%} interval]", "prediction"], rows), ""]
+    out += [format_table(["#", "verdict", f"statistic [{cmp['level']:.0%} interval]"], rows),
+            wrap(note, 100), ""]
     for r in cmp["predictions"]:
         out += [wrap(f"[{r['id']}] {r['verdict'].upper()}: {r['prediction']}", 100, "    "),
                 wrap(f"    measured:  {r['measured']}", 100, "               "),
