@@ -300,7 +300,10 @@ def theory_turns(result, kind, sigmas) -> dict:
     from . import theory
 
     th = theory.from_result(result)
-    traj = theory.trajectory(th, theory.log_grid(th.last_step))  # the run's own range of steps, as measured
+    # SGD: theory steps are the run's steps (rate map), so the theory is read over the run's own range;
+    # Adam has no rate map, so its theory runs to convergence (only the σ-dependence is comparable)
+    sgd = result.get("config", {}).get("train", {}).get("optimizer", "sgd") == "sgd"
+    traj = theory.trajectory(th, theory.log_grid(th.last_step if sgd else theory.horizon(th)))
     if kind == "absolute":
         return {"absolute": theory.turn_steps(th, kind, sigmas, traj=traj)}
     out = {}
