@@ -585,3 +585,24 @@ def test_a_changed_language_is_detected_on_resume(tiny_unbroken):
                         ({"vocab": 17}, "language.vocab")):
         with pytest.raises(ValueError, match=rf"different configuration \({key}: "):
             run_experiment(cfg.with_language(**change), folder, progress=False)
+
+
+def test_theory_turn_for_rms_noise_equals_linear_theory_predict():
+    """experiments.theory's turn step for relative noise from small init (E[L_pert] from the norms along
+    gd_modes, on a log grid) against linear_theory.predict(noise="rms"), the fused exact sweep over every
+    step: the same argmin up to the log grid's spacing; and absolute noise σ on W is σ/√V on W̃."""
+    from experiments import theory
+    from linear_theory import make_teacher, predict
+
+    s = 0.5 * np.arange(1, 17, dtype=float) ** -0.5
+    th = theory.RunTheory(s, 32, 16, 0.08, "", 3e-5, (0.0, 0.0), 0.9, 4000)
+    for gamma in (0.5, 1.0):
+        mine = theory.turn_steps(th, "relative", [gamma], rms="small-init")[0]
+        exact = predict(make_teacher(s, 32, 32), 0.08, gamma, 4000, init_strength=3e-5, d_hidden=16,
+                        noise="rms").inflection_step
+        assert 0 < exact < 4000 and mine == pytest.approx(exact, rel=0.01)  # grid points ≤ 0.6% apart
+    for sigma_w in (0.3, 0.35):  # s* = 2σ² = 0.18, 0.245: modes 5… of 16 harmful, a clear turn
+        mine_abs = theory.turn_steps(th, "absolute", [sigma_w])[0]
+        exact_abs = predict(make_teacher(s, 32, 32), 0.08, sigma_w / math.sqrt(32), 4000, init_strength=3e-5,
+                            d_hidden=16).inflection_step
+        assert 0 < exact_abs < 4000 and mine_abs == pytest.approx(exact_abs, rel=0.01)
