@@ -194,7 +194,7 @@ def transformer_table(r) -> str:
     nz = r["noise"]
     cols = [(f"Δ{k[0]}{s:g}", nz["delta_loss"][i]) for i, (k, s) in enumerate(zip(nz["kind"], nz["sigmas"]))]
     ft = r["finetune"]
-    cols += [(f"ftA@{rate:g}", ft["pretrain_excess"][j]) for j, rate in enumerate(ft["rates"])]
+    cols += [(f"ftA@{rate:.3g}", ft["pretrain_excess"][j]) for j, rate in enumerate(ft["rates"])]
     s = np.asarray(r["target_strengths"])
     a = np.asarray(r["mode_strengths"])
     learned = (a >= s / 2).sum(1)
@@ -204,6 +204,10 @@ def transformer_table(r) -> str:
     head = (f"{r['preset']}/{r['variant']}: {r['params']} parameters; entropy rate {r['entropy_rate']:.4f} nats "
             f"(held-out floor {r['loss_floor_eval']:.4f}); Σs = {s.sum():.3f} over {s.size} modes; "
             f"{r['timing']['total_s']:.0f} s")
+    th = (r.get("theory") or {}).get("finetune") or {}
+    if th.get("window"):
+        head += (f"; the linear theory's fine-tuning U window: K·η̃ ∈ [{th['window'][0]:.3g}, {th['window'][1]:.3g}] "
+                 f"(η̃ = rate/(1 − β)/V, K = {th['k_steps']}), {th['note']}")
     notes = ("step: pre-training optimiser steps; loss: exact cross-entropy (nats/token); excess = exact KL "
              "(nats/token); Σa = sum of mode strengths; learned = modes with a_k ≥ s_k/2; Δr/Δa = Δloss "
              "(nats/token) under relative/absolute noise of that σ; ftA@rate = excess loss on the pre-training "
