@@ -381,8 +381,9 @@ def predict_turn_up(runs, kind) -> dict | None:
     return {
         "id": f"4{kind[0]}", "prediction": f"the perturbed loss turns up exactly where the theory's does ({kind} noise)",
         "measured": text + f" ({rows[0]['rise']['how']})",
-        "criterion": f"where the theory's E[L_pert] has an interior minimum rising > {MIN_EFFECT} ({variant} RMS for "
-                     f"relative noise), the paired rise to the last checkpoint has its interval > {MIN_EFFECT} "
+        "criterion": f"where the theory's E[L_pert] has an interior minimum rising > {MIN_EFFECT} within the run's "
+                     + (f"steps (noise σ·RMS, the {variant} RMS of wte and lm_head)" if kind == "relative" else
+                        "steps (noise σ/√V on W̃)") + f", the paired rise to the last checkpoint has its interval > {MIN_EFFECT} "
                      f"and the minimum is interior in every seed; where it has none, the interval < {MIN_EFFECT}",
         "verdict": combine(verdicts), "statistic": deciding(rows)["rise"], "details": {"sigmas": rows},
     }
