@@ -43,28 +43,41 @@ def add_text_args(p):
     g.add_argument("--max-vocab", type=cli.pos_int, metavar="N",
                    help="the most tokens the model may hold (text-cpu 256, text-gpu 512)")
     g.add_argument("--held-out", type=cli.positive, metavar="F", help="held-out fraction of each text (default 0.1)")
-    g.add_argument("--rank", type=cli.pos_int, metavar="R", help="target modes kept (text-cpu 64, text-gpu 128)")
     g.add_argument("--smoothing", type=cli.positive, metavar="K", help="add-k smoothing of the bigram counts "
                                                                        "(default 1)")
 
 
 def resolve_preset(args) -> bool:
-    """Fill in args.preset; True for a real-text run. A synthetic preset with --text is an error."""
+    """Fill in args.preset; True for a real-text run. A synthetic preset with --text, a text option without
+    --text, and the synthetic chain's options or --seeds with --text are errors."""
     text_mode = args.text is not None or (args.preset or "").startswith("text-")
     if args.preset is None:
         args.preset = "text-cpu" if text_mode else "default"
     if text_mode and not args.preset.startswith("text-"):
         raise ValueError(f"--text needs a text preset (--preset text-cpu or text-gpu), not {args.preset}")
     if not text_mode:
-        extra = [o for o in ("finetune_text", "tokens", "max_vocab", "held_out", "rank", "smoothing")
+        extra = [o for o in ("finetune_text", "tokens", "max_vocab", "held_out", "smoothing")
                  if getattr(args, o) is not None]
         if extra:
             raise ValueError(f"--{extra[0].replace('_', '-')} applies to real-text runs only (give --text)")
-    return text_mode
+        return False
+    # --rank is shared (the text's target modes); the other language options describe the synthetic chain
+    synthetic = [o for o in ("vocab", "s1", "alpha", "ft_kind", "ft_rank", "ft_strength", "ft_angle")
+                 if getattr(args, o, None) is not None]
+    if synthetic:
+        raise ValueError(f"--{synthetic[0].replace('_', '-')} sets the synthetic Markov chain, not a real-text run "
+                         "(the vocabulary and spectrum come from the text)")
+    if getattr(args, "seeds", None) is not None:
+        raise ValueError("--seeds runs the synthetic check over seeds; a real-text run is single-seed: give --seed N "
+                         "(and a separate --out per seed)")
+    return True
 
 
 def text_config(args, cfg):
     """The text options on top of a text preset's configuration."""
+    if not cfg.finetune.rates:
+        raise ValueError("--ft-rates auto reads the synthetic chain's linear theory; a real-text run needs explicit "
+                         "rates (--ft-rates R1,R2,...)")
     source = args.text or EMBEDDED
     ft = args.finetune_text or (EMBEDDED if source == EMBEDDED else None)
     kw = {"source": source, "finetune_source": ft}

@@ -11,7 +11,7 @@
 Uncertainties come from the run: Spearman ρ with a Fisher-z interval (standard error √(1.06/(n − 3)),
 Fieller, Hartley & Pearson 1957); rises are paired differences over the same noise draws (mean ±
 standard error); the σ-ordering is bootstrapped over draws; a curve with one value per checkpoint
-(fine-tuning) gets its checkpoint-to-checkpoint noise from compare.checkpoint_noise. A rise counts
+(fine-tuning) gets its checkpoint-to-checkpoint noise from checkpoint_noise below. A rise counts
 only above 2 standard errors and above the run's own floor: the clean held-out loss's checkpoint-to-
 checkpoint noise σ_c over the second half of the checkpoints (where the curve is smooth), doubled
 and × √2 for a difference of two checkpoints — not a number measured on another run.
@@ -25,8 +25,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats
 
-from .compare import checkpoint_noise, learning_steps, noise_rows, paired, saxe_fit, spearman, turn_up
+from .compare import learning_steps, noise_rows, paired, saxe_fit, spearman, turn_up
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 N_BOOT = 400  # bootstrap resamples of the noise draws (T5); seed fixed below
@@ -53,6 +54,19 @@ def fisher_interval(rho: float, n: int) -> tuple[float, float]:
         return float("nan"), float("nan")
     z, se = math.atanh(max(min(rho, 0.999999), -0.999999)), math.sqrt(1.06 / (n - 3))
     return math.tanh(z - Z95 * se), math.tanh(z + Z95 * se)
+
+
+def checkpoint_noise(curve) -> float:
+    """The checkpoint-to-checkpoint noise of a curve with one value per checkpoint, estimated from
+    the curve itself: for y = trend + e with independent e of std σ, the second difference
+    y[k+1] − 2y[k] + y[k−1] has std √6 σ wherever the trend is locally straight. A robust scale
+    (1.4826 × the median absolute deviation) of the second differences, ÷ √6, so that the few
+    checkpoints where the trend truly bends do not inflate it; where the trend bends everywhere
+    it over-estimates σ (a conservative verdict). nan below 4 points."""
+    y = np.asarray(curve, float)
+    if y.size < 4:
+        return float("nan")
+    return float(stats.median_abs_deviation(np.diff(y, 2), scale="normal") / math.sqrt(6))
 
 
 def loss_floor(result) -> float:
@@ -97,6 +111,8 @@ def predict_order_text(result) -> dict:
 
 def _turn(result, i, floor) -> dict:
     t = turn_up(result, i)
+    # the checkpoint's step (T5 orders the checkpoint argmins); compare.turn_up's refined one is kept beside it
+    t["argmin_step_refined"], t["argmin_step"] = t["argmin_step"], result["steps"][t["argmin_index"]]
     last = len(result["steps"]) - 1
     ok = lambda m, se: m > max(2 * se, floor)  # noqa: E731
     t["turns_up"] = bool(0 < t["argmin_index"] < last and ok(t["rise"], t["rise_se"]) and ok(t["fall"], t["fall_se"]))
@@ -263,6 +279,14 @@ def compare_text(result: dict) -> dict:
     return {"preset": result.get("preset"), "variant": result.get("variant"), "steps": result["steps"][-1],
             "text": result["text"]["pretrain"]["origin"], "loss_floor": floor, "predictions": rows,
             "not_applicable": NOT_APPLICABLE, "summary": counts}
+
+
+def compare_runs(runs: list[dict]) -> dict:
+    """compare_text on what `compare DIR` read (cli.load_runs): a real-text run is single-seed."""
+    if len(runs) != 1:
+        raise ValueError(f"found {len(runs)} real-text runs in seed-N folders: a real-text run is single-seed; "
+                         "compare each run folder on its own")
+    return compare_text(runs[0])
 
 
 def format_text_comparison(cmp: dict) -> str:

@@ -38,7 +38,7 @@ from linear_theory.output import SCHEMA_VERSION, atomic_write_json, jsonable
 from .finetune import FinetuneConfig, make_finetune
 from .model import GPTConfig, count_params, forward
 from .presets import ProbeConfig, _variant
-from .probes import make_hessian_trace, make_noise_probe, probe_checkpoint
+from .probes import make_hessian_trace, make_noise_sweep, probe_checkpoint
 from .run import PERTURBED, _bar, _check_config
 from .text import EMBEDDED, TOKENS, load_source, sample_windows, summary, text_tables, tokenise, vocab_size
 from .text_spectrum import bigram_loss, empirical_spectrum, first_order_map, unigram_loss
@@ -46,6 +46,7 @@ from .train import TrainConfig, checkpoint_path, checkpoint_steps, load_params, 
 
 SCHEMA = "linear-theory/transformer-text-run/1"
 TEXT_PRESETS = ("text-cpu", "text-gpu")
+TEXT_FT_RATES = (0.5, 0.15)  # fixed rates of the theory variant: a text has no linear theory to choose them from
 NO_KL = ("real text has no known next-token distribution: losses are the model's cross-entropy on the held-out "
          "split (nats/token), not an excess loss over an exact floor; the smoothed bigram and unigram models' "
          "held-out cross-entropies are given for scale")
@@ -103,7 +104,7 @@ def get_text_preset(preset: str, variant: str = "theory", seed: int = 0) -> Text
         model = dict(context=256, d_model=256, n_heads=8, n_layers=4)
         train_kw = dict(steps=30000, batch_size=128, n_checkpoints=25, first_checkpoint=30, chunk=250)
         probe = ProbeConfig(n_eval=1024, draws=32, sigmas_relative=(0.3, 0.5, 0.7, 1.0),
-                            sigmas_absolute=(0.03, 0.05, 0.07, 0.1), hessian_probes=16, hessian_eval=128, map_batch=2)
+                            sigmas_absolute=(0.03, 0.05, 0.07, 0.1), hessian_probes=16, hessian_eval=128, map_batch=1)
         ft = dict(steps=200, batch_size=128)
     else:
         raise ValueError(f"unknown text preset {preset!r} (choose from {', '.join(TEXT_PRESETS)})")
@@ -111,7 +112,7 @@ def get_text_preset(preset: str, variant: str = "theory", seed: int = 0) -> Text
     return TextRunConfig(preset=preset, variant=variant, seed=seed, text=text,
                          model=GPTConfig(**{"vocab_size": 2, **model, **model_v}),
                          train=TrainConfig(**{**train_kw, **train_v}), probe=probe,
-                         finetune=FinetuneConfig(rates=rates, **ft))
+                         finetune=FinetuneConfig(rates=rates or TEXT_FT_RATES, seeds=1, **ft))
 
 
 # ---------------------------------------------------------------- data
@@ -201,7 +202,7 @@ def run_text_experiment(cfg: TextRunConfig, folder, progress: bool = True, stop_
     tokens = jnp.asarray(data.pre.eval_windows(m.context + 1, pc.n_eval))
     noise_key, hess_key = jax.random.fold_in(key, 2), jax.random.fold_in(key, 6)
     sigmas = {"relative": list(pc.sigmas_relative), "absolute": list(pc.sigmas_absolute)}
-    noise_fn = make_noise_probe(m, pc.draws, pc.map_batch, evaluate_text)
+    noise_fn = make_noise_sweep(m, pc.draws, pc.map_batch, evaluate_text)
     hess_fn = make_hessian_trace(m, pc.hessian_probes, evaluate_text) if pc.hessian_probes else None
     probes, params_all = [], []
     bar = _bar(len(steps), "probe", progress)
@@ -245,20 +246,22 @@ def run_text_experiment(cfg: TextRunConfig, folder, progress: bool = True, stop_
 
 
 def _finetune_all(cfg, data, params_all, tokens, key, progress) -> dict:
-    """Fine-tune every checkpoint at every rate on the second text (the same batches each time)."""
+    """Fine-tune every checkpoint at every rate on the second text (the same batches each time); losses are the
+    mean over cfg.finetune.seeds batch orders (text presets: 1)."""
     m = cfg.model
     tokens_b = jnp.asarray(data.ft.eval_windows(m.context + 1, cfg.probe.n_eval))
     tables_b = text_tables(data.ft.train)
     ft_fn = make_finetune(m, cfg.finetune.steps, cfg.finetune.batch_size, cfg.train.optimizer, cfg.train.momentum,
                           sampler=sample_windows, evaluator=evaluate_text)
     ft_key, rates = jax.random.fold_in(key, 5), cfg.finetune.rates
+    ft_keys = jax.vmap(lambda j: jax.random.fold_in(ft_key, j))(jnp.arange(cfg.finetune.seeds))
     out = {k: [[None] * len(params_all) for _ in rates] for k in ("pretrain_loss", "finetune_loss")}
     bar = _bar(len(params_all) * len(rates), f"fine-tune ({cfg.finetune.steps} steps)", progress)
     for c, params in enumerate(params_all):
         for r, rate in enumerate(rates):
-            res = ft_fn(params, jnp.float32(rate), ft_key, tokens, tokens_b, None, tables_b)
-            out["pretrain_loss"][r][c] = float(res["pretrain_loss"])
-            out["finetune_loss"][r][c] = float(res["finetune_loss"])
+            res = ft_fn(params, jnp.float32(rate), ft_keys, tokens, tokens_b, None, tables_b)
+            for k in out:  # a diverged seed makes the mean non-finite: null in finetune.json
+                out[k][r][c] = float(np.mean(np.asarray(res[k], np.float64)))
             if bar is not None:
                 bar.update(1)
     if bar is not None:
@@ -309,7 +312,7 @@ def assemble_text(cfg: TextRunConfig, data: TextData, spec, steps, train_loss, p
             "hessian_trace": "Hutchinson estimate of tr(H) of the held-out loss over the matrices; "
                              "relative: Σ_W RMS(W)² tr(H_WW)",
             "finetune": "held-out loss on the pre-training text (out of domain) and on the fine-tuning text (in "
-                        "domain) after fine-tuning, [rate][checkpoint]",
+                        "domain) after fine-tuning, [rate][checkpoint] (mean over fine-tuning seeds)",
         },
         "text": text,
         "steps": steps,
@@ -326,7 +329,7 @@ def assemble_text(cfg: TextRunConfig, data: TextData, spec, steps, train_loss, p
     }
     if ft is not None:
         result["finetune"] = {
-            "rates": list(cfg.finetune.rates), "steps": cfg.finetune.steps,
+            "rates": list(cfg.finetune.rates), "steps": cfg.finetune.steps, "seeds": cfg.finetune.seeds,
             "optimizer": "sgd (momentum %g)" % cfg.train.momentum if cfg.train.optimizer == "sgd" else "adam",
             **ft}
     return result
