@@ -211,6 +211,31 @@ def test_compare_on_the_tiny_run(tiny_run, run_cli):
     assert [p["verdict"] for p in alone["predictions"] if p["id"].startswith("T6")] == ["inconclusive"] * 2
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--seeds", "0,1"], "single-seed"),
+    (["--vocab", "32"], "synthetic Markov chain"),
+    (["--ft-rates", "auto"], "explicit rates"),
+])
+def test_synthetic_only_options_with_text_exit_2(tmp_path, run_cli, extra, message):
+    (tmp_path / "t.txt").write_text(PROSE)
+    code, out, err = run_cli(["transformer", "--text", str(tmp_path / "t.txt"), "--out", str(tmp_path / "run")] + extra)
+    assert code == 2 and out == "" and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_compare_reads_a_text_run_in_a_seed_folder_and_refuses_several(tiny_run, run_cli, tmp_path):
+    import shutil
+
+    root, _, r = tiny_run
+    (tmp_path / "seed-0").mkdir()
+    shutil.copy(root / "run" / "result.json", tmp_path / "seed-0")
+    code, out, _ = run_cli(["compare", str(tmp_path), "--no-figure", "--json"])
+    assert code == 0 and json.loads(out)["summary"] == compare_text(r)["summary"]
+    shutil.copytree(tmp_path / "seed-0", tmp_path / "seed-1")
+    code, out, err = run_cli(["compare", str(tmp_path), "--no-figure", "--json"])
+    assert code == 2 and out == "" and "single-seed" in err and err.count("\n") == 1
+
+
 def test_mode_order_verdict_on_constructed_curves():
     """Modes reaching s/2 in order of s → held; in reverse order → failed (the verdict follows the data)."""
     steps = [0, 10, 20, 40, 80, 160, 320, 640]
