@@ -12,6 +12,7 @@ steps/s on 2 CPU cores, so 8000 steps take under 3 minutes.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from .finetune import FinetuneConfig
@@ -24,6 +25,12 @@ VARIANTS = ("theory", "realistic")
 
 @dataclass(frozen=True)
 class LanguageConfig:
+    """The pre-training chain (vocab, rank, s1, alpha, seed) and the fine-tuning change (ft_*).
+
+    Each field has one meaning: the fine-tuning change is set by ft_kind, ft_rank and
+    ft_strength (rank) or ft_angle (rotate) alone — changing s1 leaves it as it is.
+    """
+
     vocab: int = 128
     rank: int = 64
     s1: float = 0.5
@@ -31,8 +38,28 @@ class LanguageConfig:
     seed: int = 0  # seed of the singular vectors
     ft_kind: str = "rank"  # second chain: "rank" (L + rank-k change) or "rotate" (rotated v_k)
     ft_rank: int = 8
-    ft_strength: float | None = None  # strength of each added mode (default s1)
+    ft_strength: float = 0.5  # strength of each added mode, in mode-strength units (kind "rank")
     ft_angle: float = 0.5  # radians, for "rotate"
+
+    def __post_init__(self):
+        if self.vocab < 2:
+            raise ValueError(f"--vocab must be at least 2, got {self.vocab}")
+        if not 1 <= self.rank <= self.vocab - 1:
+            raise ValueError(f"--rank must lie in [1, vocab − 1 = {self.vocab - 1}], got {self.rank}")
+        if not (math.isfinite(self.s1) and self.s1 > 0):
+            raise ValueError(f"--s1 must be positive and finite, got {self.s1}")
+        if not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"--alpha must be non-negative and finite, got {self.alpha}")
+        if self.ft_kind not in ("rank", "rotate"):
+            raise ValueError(f"--ft-kind must be rank or rotate, got {self.ft_kind!r}")
+        if self.ft_strength is None or not (math.isfinite(self.ft_strength) and self.ft_strength > 0):
+            raise ValueError(f"--ft-strength must be positive and finite, got {self.ft_strength}")
+        if not math.isfinite(self.ft_angle):
+            raise ValueError(f"--ft-angle must be finite, got {self.ft_angle}")
+        top = self.vocab - 1 if self.ft_kind == "rank" else min(self.rank, self.vocab - 1 - self.rank)
+        if not 1 <= self.ft_rank <= top:
+            raise ValueError(f"--ft-rank must lie in [1, {top}] for a {self.ft_kind} change of a rank-{self.rank} "
+                             f"chain over {self.vocab} tokens, got {self.ft_rank}")
 
 
 @dataclass(frozen=True)
@@ -63,9 +90,17 @@ class RunConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
+    def with_language(self, **changes) -> "RunConfig":
+        """This configuration on another language (LanguageConfig fields); the model's vocabulary follows."""
+        lang = dataclasses.replace(self.language, **changes)
+        return dataclasses.replace(self, language=lang, model=dataclasses.replace(self.model, vocab_size=lang.vocab))
+
     def __post_init__(self):
         if self.model.vocab_size != self.language.vocab:
             raise ValueError(f"model vocab {self.model.vocab_size} ≠ language vocab {self.language.vocab}")
+        if not self.finetune.rates and self.train.optimizer != "sgd":
+            raise ValueError("fine-tuning rates can be chosen from the linear theory's U window only for SGD: "
+                             "give --ft-rates")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -82,7 +117,7 @@ class RunConfig:
 def _variant(variant: str, steps: int) -> tuple[dict, dict, tuple]:
     """(model overrides, train overrides, fine-tuning rates) of a variant."""
     if variant == "theory":
-        return dict(layernorm=False, init_std=0.02), dict(optimizer="sgd", lr=0.5, momentum=0.9), (0.5, 0.15)
+        return dict(layernorm=False, init_std=0.02), dict(optimizer="sgd", lr=0.5, momentum=0.9), ()  # () = from the theory
     if variant == "realistic":
         return (dict(layernorm=True, init_std=0.02),
                 dict(optimizer="adamw", lr=1e-3, weight_decay=0.1, warmup_steps=min(100, steps // 10)),
@@ -91,6 +126,10 @@ def _variant(variant: str, steps: int) -> tuple[dict, dict, tuple]:
 
 
 def get_preset(preset: str = "default", variant: str = "theory", seed: int = 0) -> RunConfig:
+    if preset.startswith("text-"):  # real text: experiments/text_run.py
+        from .text_run import get_text_preset
+
+        return get_text_preset(preset, variant, seed)
     if preset == "ci":  # a smaller model on a smaller language, same protocol: ≈ 30 s on 2 CPU cores
         lang = LanguageConfig(vocab=64, rank=32)
         model = dict(vocab_size=64, context=16, d_model=32, n_heads=2, n_layers=1)

@@ -64,6 +64,7 @@ def evaluate(params, cfg: GPTConfig, tokens, tables: ChainTables):
 
 
 evaluate_jit = jax.jit(evaluate, static_argnums=1)
+_evaluate = evaluate
 
 
 def matrix_normal(params, key):
@@ -94,12 +95,11 @@ def perturb(params, key, sigma, relative):
     return jax.tree_util.tree_map(add, params, matrix_normal(params, key))
 
 
-@functools.lru_cache(maxsize=8)
-def make_noise_probe(cfg: GPTConfig, draws: int, map_batch: int = 4):
-    """A jitted f(params, tokens, tables, noise_key, sigma, relative) → per-draw (excess loss, M_noisy − M).
+def _noise_probe(cfg: GPTConfig, draws: int, map_batch: int, evaluator=None):
+    """f(params, tokens, tables, noise_key, sigma, relative) → per-draw (excess loss, M_noisy − M), unjitted.
 
-    `relative` is a traced boolean, so both kinds of noise share one compilation.
-    """
+    `evaluator` replaces `evaluate` (same signature and outputs; real text: experiments/text_run.py)."""
+    evaluate = evaluator or _evaluate
 
     def one(params, tokens, tables, m_clean, key, sigma, relative):
         excess, _, m = evaluate(perturb(params, key, sigma, relative), cfg, tokens, tables)
@@ -111,12 +111,33 @@ def make_noise_probe(cfg: GPTConfig, draws: int, map_batch: int = 4):
         return jax.lax.map(lambda k: one(params, tokens, tables, m_clean, k, sigma, relative), keys,
                            batch_size=min(map_batch, draws))
 
-    return jax.jit(probe)
+    return probe
 
 
 @functools.lru_cache(maxsize=8)
-def make_hessian_trace(cfg: GPTConfig, probes: int):
-    """A jitted f(params, tokens, tables, key) → per-matrix Hutchinson estimates of tr(H_WW) (leaf order)."""
+def make_noise_probe(cfg: GPTConfig, draws: int, map_batch: int = 4, evaluator=None):
+    """A jitted f(params, tokens, tables, noise_key, sigma, relative) → per-draw (excess loss, M_noisy − M).
+
+    `relative` is a traced boolean, so both kinds of noise share one compilation. `evaluator`
+    replaces `evaluate` (same signature and outputs; real text: experiments/text_run.py).
+    """
+    return jax.jit(_noise_probe(cfg, draws, map_batch, evaluator))
+
+
+@functools.lru_cache(maxsize=8)
+def make_noise_sweep(cfg: GPTConfig, draws: int, map_batch: int = 4, evaluator=None):
+    """make_noise_probe for every noise row at once: sigma and relative are (S,) arrays (one entry per row,
+    each row its own kind), the outputs gain a leading row axis; the rows run side by side (vmap), the
+    clean logit map is computed once. `evaluator` as in make_noise_probe."""
+    return jax.jit(jax.vmap(_noise_probe(cfg, draws, map_batch, evaluator), in_axes=(None, None, None, None, 0, 0)))
+
+
+@functools.lru_cache(maxsize=8)
+def make_hessian_trace(cfg: GPTConfig, probes: int, evaluator=None):
+    """A jitted f(params, tokens, tables, key) → per-matrix Hutchinson estimates of tr(H_WW) (leaf order).
+
+    `evaluator` replaces `evaluate`, as in make_noise_probe."""
+    evaluate = evaluator or _evaluate
 
     def one(params, tokens, tables, key):
         loss = lambda p: evaluate(p, cfg, tokens, tables)[0]  # noqa: E731
@@ -136,32 +157,43 @@ def matrix_rms_sq(params) -> np.ndarray:
     return np.array([float(jnp.mean(w**2)) for w in jax.tree_util.tree_leaves(params) if is_matrix(w)])
 
 
+def matrix_rms(params) -> dict:
+    """{tree path: RMS} of every matrix (what relative noise scales with)."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {jax.tree_util.keystr(path): float(jnp.sqrt(jnp.mean(w**2))) for path, w in flat if is_matrix(w)}
+
+
 def weight_sq_norm(params) -> float:
     """Σ ‖W‖²_F over the matrices."""
     return float(sum(jnp.sum(w**2) for w in jax.tree_util.tree_leaves(params) if is_matrix(w)))
 
 
 def probe_checkpoint(params, cfg: GPTConfig, lang: MarkovLanguage, tables: ChainTables, tokens, noise_key,
-                     sigmas: dict, noise_fn, hessian_fn=None, hessian_tokens=None, hessian_key=None) -> dict:
+                     sigmas: dict, noise_fn, hessian_fn=None, hessian_tokens=None, hessian_key=None,
+                     evaluator_jit=None) -> dict:
     """Every probe at one checkpoint, as plain numbers (see the module docstring).
 
-    sigmas: {"relative": [...], "absolute": [...]}; noise_fn from make_noise_probe.
+    sigmas: {"relative": [...], "absolute": [...]}; noise_fn from make_noise_sweep (every row in one call);
+    evaluator_jit replaces evaluate_jit (noise_fn and hessian_fn then built with the same evaluator).
     """
-    excess, loss, m = evaluate_jit(params, cfg, tokens, tables)
+    excess, loss, m = (evaluator_jit or evaluate_jit)(params, cfg, tokens, tables)
     a = np.asarray(strengths(m, jnp.asarray(lang.u, jnp.float32), jnp.asarray(lang.v, jnp.float32)), np.float64)
     out = {"excess_loss": float(excess), "loss": float(loss), "mode_strengths": a.tolist(),
-           "weight_sq_norm": weight_sq_norm(params), "noise": {}}
-    for kind, values in sigmas.items():
-        rows = []
-        for sigma in values:
-            perturbed, diff = noise_fn(params, tokens, tables, noise_key, jnp.float32(sigma), jnp.asarray(kind == "relative"))
-            perturbed = np.asarray(perturbed, np.float64)
-            floor = np.linalg.norm(np.asarray(diff, np.float64), ord=2, axis=(1, 2)) / cfg.vocab_size
-            mean_floor = float(floor.mean())
-            rows.append({"sigma": float(sigma), "perturbed_draws": perturbed.tolist(),
-                         "noise_floor": mean_floor, "noise_floor_se": float(floor.std(ddof=1) / np.sqrt(floor.size)),
-                         "modes_above_floor": int(np.sum(a > mean_floor))})
-        out["noise"][kind] = rows
+           "weight_sq_norm": weight_sq_norm(params), "matrix_rms": matrix_rms(params), "noise": {}}
+    rows = [(kind, float(sigma)) for kind, values in sigmas.items() for sigma in values]
+    if rows:
+        perturbed_all, diff_all = noise_fn(params, tokens, tables, noise_key,
+                                           jnp.asarray([sg for _, sg in rows], jnp.float32),
+                                           jnp.asarray([kind == "relative" for kind, _ in rows]))
+    for kind in sigmas:
+        out["noise"][kind] = []
+    for j, (kind, sigma) in enumerate(rows):
+        perturbed = np.asarray(perturbed_all[j], np.float64)
+        floor = np.linalg.norm(np.asarray(diff_all[j], np.float64), ord=2, axis=(1, 2)) / cfg.vocab_size
+        mean_floor = float(floor.mean())
+        out["noise"][kind].append({"sigma": sigma, "perturbed_draws": perturbed.tolist(), "noise_floor": mean_floor,
+                                   "noise_floor_se": float(floor.std(ddof=1) / np.sqrt(floor.size)),
+                                   "modes_above_floor": int(np.sum(a > mean_floor))})
     if hessian_fn is not None:
         per = np.asarray(hessian_fn(params, hessian_tokens, tables, hessian_key), np.float64)
         out["hessian_trace"] = float(per.sum())

@@ -4,6 +4,7 @@ Folder layout (every file written atomically):
     DIR/config.json                 the RunConfig; a different one in DIR is an error
     DIR/checkpoints/step_*.npz      parameters + optimiser state at each checkpoint
     DIR/probes/step_*.json          the probes of each checkpoint (cached, so resume skips them)
+    DIR/theory.json                 the linear theory's parameters for this run and its fine-tuning window
     DIR/finetune.json               fine-tuning of all checkpoints
     DIR/result.json                 the result (what `linear-theory transformer --json` prints)
 Keys: fold_in(key(seed), i) with i = 0 init, 1 data, 2 noise, 3 and 4 held-out sets of the
@@ -28,7 +29,8 @@ from .finetune import make_finetune
 from .language import finetune_language, make_language
 from .model import count_params
 from .presets import RunConfig
-from .probes import eval_tokens, evaluate_jit, make_hessian_trace, make_noise_probe, probe_checkpoint
+from .probes import eval_tokens, evaluate_jit, make_hessian_trace, make_noise_sweep, probe_checkpoint
+from .theory import theory_record
 from .train import checkpoint_path, checkpoint_steps, load_params, train
 
 SCHEMA = "linear-theory/transformer-run/1"
@@ -123,7 +125,7 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
     tokens_b = eval_tokens(jax.random.fold_in(key, 4), tables_b, pc.n_eval, m.context)
     noise_key, hess_key = jax.random.fold_in(key, 2), jax.random.fold_in(key, 6)
     sigmas = {"relative": list(pc.sigmas_relative), "absolute": list(pc.sigmas_absolute)}
-    noise_fn = make_noise_probe(m, pc.draws, pc.map_batch)
+    noise_fn = make_noise_sweep(m, pc.draws, pc.map_batch)
     hess_fn = make_hessian_trace(m, pc.hessian_probes) if pc.hessian_probes else None
     hess_tokens = tokens[: pc.hessian_eval]
     probes, params_all = [], []
@@ -146,33 +148,53 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
         bar.close()
     t_probe = time.perf_counter() - t0
 
-    # ---- fine-tuning of every checkpoint on the second chain
+    # ---- the linear theory for this run: its rates, init and fine-tuning window (experiments/theory.py)
+    theory_path = folder / "theory.json"
+    if theory_path.exists():
+        theory = json.loads(theory_path.read_text())
+    else:
+        init = params_all[0]
+        theory = theory_record(cfg.to_dict(), steps, probes[0]["mode_strengths"],
+                               [float(jnp.sum(init[k] ** 2)) for k in ("wte", "lm_head")])
+        theory = jsonable(theory)  # a diverged fine-tuning in the theory (inf) is written as null
+        atomic_write_json(theory_path, theory)
+    rates = tuple(cfg.finetune.rates) or tuple(theory["finetune"]["rates"])
+
+    # ---- fine-tuning of every checkpoint on the second chain, `seeds` batch orders side by side
     t0 = time.perf_counter()
     ft_path = folder / "finetune.json"
     if ft_path.exists():
         ft = json.loads(ft_path.read_text())
     else:
         ft_fn = make_finetune(m, cfg.finetune.steps, cfg.finetune.batch_size, cfg.train.optimizer, cfg.train.momentum)
-        ft_key, rates = jax.random.fold_in(key, 5), cfg.finetune.rates
-        ft = {k: [[None] * len(steps) for _ in rates] for k in FT_KEYS}
-        bar = _bar(len(steps) * len(rates), f"fine-tune ({cfg.finetune.steps} steps)", progress)
+        ft_key = jax.random.fold_in(key, 5)
+        ft_keys = jax.vmap(lambda j: jax.random.fold_in(ft_key, j))(jnp.arange(cfg.finetune.seeds))
+        ft = {k: [[None] * len(steps) for _ in rates] for k in FT_KEYS + tuple(f"{k}_seeds" for k in FT_KEYS)}
+        bar = _bar(len(steps) * len(rates), f"fine-tune ({cfg.finetune.steps} steps × {cfg.finetune.seeds} seeds)",
+                   progress)
         for c, params in enumerate(params_all):
             for r, rate in enumerate(rates):
-                out = ft_fn(params, jnp.float32(rate), ft_key, tokens, tokens_b, tables, tables_b)
+                out = ft_fn(params, jnp.float32(rate), ft_keys, tokens, tokens_b, tables, tables_b)
                 for k in FT_KEYS:
-                    ft[k][r][c] = float(out[k])
+                    values = np.asarray(out[k], np.float64)
+                    ft[f"{k}_seeds"][r][c] = values.tolist()
+                    ft[k][r][c] = float(values.mean())
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
             bar.close()
+        ft["rates"] = list(rates)
         ft["before_finetune_excess"] = [float(evaluate_jit(p, m, tokens_b, tables_b)[0]) for p in params_all]
         atomic_write_json(ft_path, ft)
         ft = json.loads(ft_path.read_text())
     t_ft = time.perf_counter() - t0
 
     result = assemble(cfg, lang, second, steps, log["train_loss"], probes, ft, tokens)
+    result["theory"] = theory
     result["params"] = count_params(params_all[0])
-    result["timing"] = {"train_s": t_train, "probe_s": t_probe, "finetune_s": t_ft,
+    tokens_trained = (cfg.train.steps - (log["resumed_from"] or 0)) * cfg.train.batch_size * m.context
+    result["timing"] = {"train_s": t_train, "train_tokens_per_s": tokens_trained / t_train, "probe_s": t_probe,
+                        "finetune_s": t_ft,
                         "total_s": time.perf_counter() - t_start, "resumed_from": log["resumed_from"],
                         "device": str(jax.devices()[0])}
     result = jsonable(result)
@@ -219,7 +241,10 @@ def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens
             "noise_floor": "‖M_noisy − M‖₂ / V, mean over draws, mode-strength units",
             "hessian_trace": "Hutchinson estimate of tr(H) of the excess loss over the matrices; "
                              "relative: Σ_W RMS(W)² tr(H_WW)",
-            "finetune": "excess loss and loss on each chain after fine-tuning, [rate][checkpoint]",
+            "finetune": "excess loss and loss on each chain after fine-tuning, [rate][checkpoint] (mean over "
+                        "fine-tuning seeds; *_seeds: [rate][checkpoint][seed])",
+            "matrix_rms": "RMS of each matrix at each checkpoint (tree path → list)",
+            "theory": "the linear theory's parameters for this run (experiments/theory.py)",
         },
         "steps": steps,
         "loss": [p["loss"] for p in probes],
@@ -233,9 +258,10 @@ def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens
         "hessian_trace": [p.get("hessian_trace") for p in probes],
         "hessian_trace_relative": [p.get("hessian_trace_relative") for p in probes],
         "noise": noise,
+        "matrix_rms": {name: [p["matrix_rms"][name] for p in probes] for name in probes[0].get("matrix_rms", {})},
         "finetune": {
-            "rates": list(cfg.finetune.rates),
             "steps": cfg.finetune.steps,
+            "seeds": cfg.finetune.seeds,
             "optimizer": "sgd (momentum %g)" % cfg.train.momentum if cfg.train.optimizer == "sgd" else "adam",
             "chain": {"kind": cfg.language.ft_kind, "rank": cfg.language.ft_rank,
                       "entropy_rate": second.entropy_rate},

@@ -111,15 +111,17 @@ def init_state(cfg: GPTConfig, tc: TrainConfig, key) -> TrainState:
 
 
 @functools.lru_cache(maxsize=8)
-def make_chunk_fn(cfg: GPTConfig, tc: TrainConfig):
+def make_chunk_fn(cfg: GPTConfig, tc: TrainConfig, sampler=None):
     """A jitted f(state, tables, data_key, stop) running `tc.chunk` steps, each skipped once the step reaches `stop`.
 
     Cached per configuration, so runs of the same configuration in one process compile once.
+    sampler(key, tables, batch, length) draws a batch (default: the Markov chain's `sample`).
     """
     opt = make_optimizer(tc)
+    draw = sampler or sample
 
     def train_step(state, data_key, tables):
-        tokens = sample(jax.random.fold_in(data_key, state.step), tables, tc.batch_size, cfg.context + 1)
+        tokens = draw(jax.random.fold_in(data_key, state.step), tables, tc.batch_size, cfg.context + 1)
         loss, grads = jax.value_and_grad(lm_loss)(state.params, cfg, tokens)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), loss
@@ -175,12 +177,13 @@ def load_params(path, cfg: GPTConfig, tc: TrainConfig) -> dict:
 
 
 def train(cfg: GPTConfig, tc: TrainConfig, tables: ChainTables, seed: int, folder, progress=None,
-          stop_after: int | None = None) -> dict:
+          stop_after: int | None = None, sampler=None) -> dict:
     """Train to tc.steps, saving every checkpoint step into `folder`; resume from the last one there.
 
     Args:
       progress: a tqdm-like bar (update(n), set_postfix) or None.
       stop_after: stop once this step's checkpoint is written (to test resume).
+      sampler: the batch sampler and `tables` its data (default: the Markov chain's `sample`).
     Returns {"steps", "train_loss", "resumed_from", "wall_s"}: the checkpoint steps, the mean
     training loss over the steps before each (nan at step 0), the step the run resumed from.
     """
@@ -203,7 +206,7 @@ def train(cfg: GPTConfig, tc: TrainConfig, tables: ChainTables, seed: int, folde
         save_checkpoint(folder, state, float("nan"))
         train_loss[0] = float("nan")
 
-    chunk_fn = make_chunk_fn(cfg, tc)
+    chunk_fn = make_chunk_fn(cfg, tc, sampler)
     t0 = time.perf_counter()
     if progress is not None:
         progress.update(int(state.step))

@@ -122,6 +122,31 @@ def test_noise_of_zero_changes_nothing_and_noise_hits_only_matrices():
             assert (not np.array_equal(a, b)) == is_matrix(b)  # every matrix moves, biases and LN stay
 
 
+def test_noise_sweep_rows_each_their_own_and_equal_to_one_at_a_time():
+    """All noise rows in one vmapped call: each row equals the unbatched probe of its (σ, kind) to float32
+    round-off, and no two rows are the same — in particular an absolute row is not a relative row of the
+    same σ (the same σ values are used for both kinds, so a mix-up of the kinds would show)."""
+    from experiments.probes import make_noise_sweep
+
+    lang = make_language(vocab=16, rank=6, seed=0)
+    params = init_params(TINY, jax.random.key(0))
+    tables = lang.tables()
+    tokens = sample(jax.random.key(1), tables, 16, 9)
+    rows = [(0.5, True), (0.05, True), (0.05, False), (0.5, False)]
+    sweep = make_noise_sweep(TINY, 2, 2)
+    probe = make_noise_probe(TINY, 2, 2)
+    excess, diff = sweep(params, tokens, tables, jax.random.key(3), jnp.asarray([r[0] for r in rows], jnp.float32),
+                         jnp.asarray([r[1] for r in rows]))
+    assert excess.shape == (4, 2) and diff.shape == (4, 2, 16, 16)
+    for j, (sigma, relative) in enumerate(rows):
+        e1, d1 = probe(params, tokens, tables, jax.random.key(3), jnp.float32(sigma), jnp.asarray(relative))
+        # float32: batching may reorder reductions; 1e-5 relative (1e-6 absolute on the map) is a few ulps
+        assert np.allclose(np.asarray(excess[j]), np.asarray(e1), rtol=1e-5, atol=0)
+        assert np.allclose(np.asarray(diff[j]), np.asarray(d1), rtol=1e-5, atol=1e-6)
+    flat = np.asarray(excess)
+    assert all(not np.allclose(flat[i], flat[k]) for i in range(4) for k in range(i + 1, 4))
+
+
 # ---------------------------------------------------------------- training and resume
 
 
@@ -198,7 +223,7 @@ def test_schedules_and_optimisers_run(tmp_path):
 def test_ci_preset_end_to_end_and_compare(tmp_path, capsys):
     out, main = tmp_path / "ci", cli.main
     assert main(["transformer", "--preset", "ci", "--variant", "theory", "--out", str(out), "--json",
-                 "--no-progress"]) == 0
+                 "--no-progress", "--ft-seeds", "2"]) == 0
     text = capsys.readouterr().out
     r = json.loads(text)  # stdout holds exactly one JSON object
     assert r == json.loads((out / "result.json").read_text())
@@ -220,7 +245,12 @@ def test_ci_preset_end_to_end_and_compare(tmp_path, capsys):
 
     assert main(["compare", str(out), "--json"]) == 0
     cmp = json.loads(capsys.readouterr().out)
-    assert [p["id"] for p in cmp["predictions"]] == ["1", "2", "3r", "3a", "4r", "4a", "5r", "5a", "5rs", "5as", "6"]
+    assert [p["id"] for p in cmp["predictions"]] == ["1", "2", "3r", "3a", "4r", "4a", "5r", "5a", "6", "6d"]
+    # the fine-tuning rates were chosen inside the theory's U window, and every verdict carries its interval
+    theory = r["theory"]["finetune"]
+    lo, hi = theory["window"]
+    assert all(lo <= k <= hi for k in theory["k_eta_points"]) and len(r["finetune"]["rates"]) == 3
+    assert all(len(x) == 2 for x in r["finetune"]["pretrain_excess_seeds"][0])
     assert all(p["verdict"] in ("held", "failed", "inconclusive") for p in cmp["predictions"])
     for name in ("compare.json", "compare.png", "compare.pdf"):
         assert (out / name).stat().st_size > 0
@@ -290,54 +320,149 @@ def synthetic_result(order="right", ft_u=True):
 
 
 def test_compare_on_synthetic_result(tmp_path):
+    """Verdicts that need no theory record follow from the construction; those that need the theory
+    (2, 4, 5, 6) say inconclusive rather than compare against nothing."""
     r = synthetic_result()
     s = np.asarray(r["target_strengths"])
     assert np.allclose(learning_steps(r["steps"], r["mode_strengths"], s), [80, 160, 320, 640])
     v = {p["id"]: p for p in compare(r)["predictions"]}
     assert {k: p["verdict"] for k, p in v.items()} == {
-        "1": "held", "2": "held", "3r": "held", "3a": "held", "4r": "held", "4a": "failed", "5r": "held",
-        "5a": "inconclusive", "5rs": "held", "5as": "inconclusive", "6": "held"}
-    spectral = {p["sigma"]: p["predicted_step"] for p in v["5rs"]["details"]["predictions"]}
-    assert spectral[0.5] == pytest.approx((640 * 160**0.5) ** (2 / 3), rel=0.15)  # log-interpolated crossing
-    assert v["2"]["details"]["slope"] == pytest.approx(1.0, abs=1e-6)
-    preds = {p["sigma"]: p for p in v["5r"]["details"]["predictions"]}
-    assert preds[0.5]["predicted_step"] == pytest.approx(640, rel=1e-3) and preds[0.5]["observed_step"] == 640
-    assert preds[0.25]["predicted_step"] == pytest.approx(2560, rel=1e-3) and preds[0.25]["observed_step"] is None
+        "1": "held", "2": "inconclusive", "3r": "held", "3a": "held", "4r": "inconclusive", "4a": "inconclusive",
+        "5r": "inconclusive", "5a": "inconclusive", "6": "inconclusive", "6d": "inconclusive"}
+    timing = {row["threshold"]: row for row in v["2"]["details"]["thresholds"]}
+    assert timing[0.5]["transformer"]["mean"] == pytest.approx(1.0, abs=1e-6)  # step·s = 64 by construction
+    # the exponent is the least-squares slope of log(refined turn step) on log σ over the σ that turn up
+    from experiments.compare import noise_rows, turn_up
+
+    turns = [t for t in (turn_up(r, i) for i in noise_rows(r, "relative")) if t["turns_up"]]
+    assert [t["sigma"] for t in turns] == [0.5, 1.0]
+    assert 320 < turns[0]["argmin_step"] < 1280 and 80 < turns[1]["argmin_step"] < 320  # refined near 640, 160
+    slope = np.polyfit(np.log([0.5, 1.0]), np.log([t["argmin_step"] for t in turns]), 1)[0]
+    assert v["5r"]["details"]["transformer_exponent"]["mean"] == pytest.approx(slope, rel=1e-9)
 
     bad = {p["id"]: p["verdict"] for p in compare(synthetic_result(order="reversed", ft_u=False))["predictions"]}
-    assert bad["1"] == "failed" and bad["2"] == "failed" and bad["6"] == "failed"
+    assert bad["1"] == "failed"
 
     (tmp_path / "result.json").write_text(json.dumps(r))
     assert cli.main(["compare", str(tmp_path), "--no-figure"]) == 0
 
 
-def test_finetune_verdict_needs_a_rise_beyond_checkpoint_noise():
-    """Prediction 6 on one fine-tuning per checkpoint: a ±0.02 wiggle after the minimum (the issue's
-    0.019 "rise" inside 0.48–0.50 noise) is no U; a steady rise of 0.09 with ±0.002 wiggles is."""
-    r = synthetic_result()
-    drop = [0.425, 0.42, 0.40, 0.35, 0.2]
-    later = (np.asarray(r["excess_loss"]) + 0.2).tolist()  # the smaller rate keeps falling: argmin at the end
-    verdicts = {}
-    for name, arm in (("wiggle", [0.05, 0.07, 0.05, 0.069]), ("rise", [0.05, 0.082, 0.108, 0.142])):
-        r["finetune"]["pretrain_excess"] = [drop + arm, later]
-        v = {p["id"]: p for p in compare(r)["predictions"]}["6"]
-        verdicts[name] = v["verdict"]
-        largest = v["details"]["rates"][0]
-        assert largest["rate"] == 0.5 and largest["argmin_step"] == 160
-        assert "±" in v["measured"] and largest["difference_se"] > 0
-    assert verdicts == {"wiggle": "failed", "rise": "held"}
+def test_interval_and_verdict_logic_against_hand_computed_t_quantiles():
+    """The 95% interval across seeds is mean ± t(0.975, n−1)·sd/√n; t(0.975, 2) = 4.302652729912 and
+    t(0.975, 4) = 2.776445105198 from tables (not from scipy); held/failed/inconclusive by containment."""
+    from experiments.compare import interval, judge
+
+    x = [0.012, 0.020, 0.016]
+    ci = interval(x)
+    half = 4.302652729912 * np.std(x, ddof=1) / math.sqrt(3)
+    assert (ci["mean"], ci["lo"], ci["hi"], ci["n"]) == pytest.approx((0.016, 0.016 - half, 0.016 + half, 3), rel=1e-9)
+    y = [1.0, 1.2, 0.9, 1.1, float("nan"), 1.05]  # an undefined seed is left out and counted
+    ci5 = interval(y)
+    half5 = 2.776445105198 * np.std(y[:4] + y[5:], ddof=1) / math.sqrt(5)
+    assert (ci5["lo"], ci5["hi"], ci5["dropped"]) == pytest.approx((1.05 - half5, 1.05 + half5, 1), rel=1e-9)
+    one = interval([0.01], within_se=0.002)  # one seed: its own standard error, normal quantile 1.959964
+    assert (one["lo"], one["hi"]) == pytest.approx((0.01 - 1.959964 * 0.002, 0.01 + 1.959964 * 0.002), rel=1e-6)
+    assert math.isnan(interval([0.01])["lo"]) and judge(interval([0.01]), lo=0.002) == "inconclusive"
+    assert judge(ci, lo=0.002) == "held" and judge(ci, lo=0.05) == "failed" and judge(ci, lo=0.013) == "inconclusive"
+    assert judge(ci5, 0.9, 1.2) == "held" and judge(ci5, 1.3, 2) == "failed"
 
 
-def test_checkpoint_noise_recovers_the_noise_of_a_smooth_curve():
-    from experiments.compare import checkpoint_noise
+def test_refined_argmin_finds_the_vertex_of_a_parabola_in_log_step():
+    from experiments.compare import refined_argmin
 
-    rng = np.random.default_rng(0)
-    x = np.linspace(0, 1, 400)
-    for sigma in (1e-3, 0.02):
-        y = 0.5 - 0.3 * x + 0.1 * x**2 + sigma * rng.standard_normal(x.size)
-        # 398 second differences: the MAD scale of a normal sample of that size is within ~8% (1 se);
-        # 25% is three standard errors
-        assert checkpoint_noise(y) == pytest.approx(sigma, rel=0.25)
+    steps = [0, 30, 60, 120, 240, 480, 960]
+    for true in (150.0, 100.0, 333.0):
+        curve = [5.0] + [0.3 * (math.log(t) - math.log(true)) ** 2 + 0.1 for t in steps[1:]]
+        step, c = refined_argmin(steps, curve)
+        assert step == pytest.approx(true, rel=1e-9)  # three points of a parabola determine it exactly
+        assert steps[c - 1] < step < steps[c + 1]
+    assert refined_argmin(steps, [5, 4, 3, 2, 1, 0.5, 0.1]) == (960.0, 6)  # minimum at the end: not refined
+    assert refined_argmin(steps, [5, 1, 3, 4, 5, 6, 7]) == (30.0, 1)  # a neighbour at step 0: not refined
+
+
+def test_theory_timing_slope_equals_an_independent_numpy_gd_loop():
+    """Prediction 2's theory (compare.theory_timing: linear_theory.gd_modes on a log grid) against the exact
+    map a ← a(1 + η(s − a))² iterated step by step in numpy, crossings found to the step."""
+    from experiments.compare import THRESHOLDS, saxe_fit, theory_timing
+
+    s = 0.5 * np.arange(1, 17, dtype=float) ** -0.5
+    lr, a0 = 0.08, 3e-5
+    result = {"target_strengths": s.tolist(), "steps": [0, 100, 2000],
+              "theory": {"vocab": 32, "d_hidden": 16, "lr": lr, "lr_note": "", "a0": a0, "init_sq_norms": [0, 0],
+                         "momentum": 0.9}}
+    theory = theory_timing(result)
+    a = np.full(s.size, a0)
+    first = {f: np.full(s.size, np.inf) for f in THRESHOLDS}
+    for step in range(1, 20000):
+        a = a * (1 + lr * (s - a)) ** 2
+        for f in THRESHOLDS:
+            new = np.isinf(first[f]) & (a >= f * s)
+            first[f][new] = step
+    for f in THRESHOLDS:
+        # the log grid interpolates between grid points ≤ 0.6% apart in step, a step-by-step loop rounds up
+        # to the next step: crossings agree within 1% + 1 step, slopes within 0.01
+        assert np.all(np.abs(theory[f] - first[f]) <= 0.01 * first[f] + 1.0)
+        assert saxe_fit(theory[f], s)[0] == pytest.approx(saxe_fit(first[f], s)[0], abs=0.01)
+
+
+def _ft_run(curves_by_seed, theory_u):
+    """A run with one fine-tuning rate: curves_by_seed (C, F) per fine-tuning seed; a theory record whose
+    curve at that rate is U-shaped (theory_u) or falling."""
+    steps = [0, 10, 20, 40, 80, 160, 320, 640]
+    th_curve = [0.5, 0.4, 0.3, 0.2, 0.25, 0.3, 0.35, 0.4] if theory_u else [0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.08, 0.07]
+    c = np.asarray(curves_by_seed, float)
+    return {"steps": steps, "finetune": {"rates": [0.4], "steps": 10, "seeds": c.shape[1],
+                                         "pretrain_excess": [c.mean(1).tolist()], "pretrain_excess_seeds": [c.tolist()]},
+            "theory": {"finetune": {"window": [1.0, 6.0], "k_steps": 10,
+                                    "curves": [{"k_eta": 3.0, "pretrain_after": th_curve, "finetune_after": th_curve}]}}}
+
+
+def test_finetune_verdict_needs_a_persisting_rise_beyond_its_interval():
+    """Prediction 6 across 3 pre-training seeds × 3 fine-tuning seeds: a rise that persists to the last
+    checkpoint in every seed holds; a hump that has come back down by the end is no U; where the theory
+    has no U, a falling curve holds."""
+    from experiments.compare import predict_finetune
+
+    rng = np.random.default_rng(1)
+    base = np.array([0.50, 0.45, 0.40, 0.30, 0.32, 0.34, 0.37, 0.40])
+    hump = np.array([0.50, 0.45, 0.40, 0.30, 0.45, 0.50, 0.40, 0.301])
+    fall = np.array([0.50, 0.45, 0.40, 0.30, 0.25, 0.20, 0.18, 0.17])
+
+    def seeds(curve):  # 3 pre-training seeds, each with 3 fine-tuning seeds: a per-seed offset + small noise
+        return [(curve + o)[:, None] + 0.002 * rng.standard_normal((8, 3)) for o in (0.0, 0.01, -0.01)]
+
+    verdict = lambda curve, u: predict_finetune([_ft_run(c, u) for c in seeds(curve)])  # noqa: E731
+    rise = verdict(base, True)
+    assert rise["verdict"] == "held" and rise["statistic"]["lo"] > 0.002
+    # refined minimum: the vertex (three-point formula) of the parabola in log-step through steps 20, 40, 80
+    # of the noise-free curve; the 0.002 noise moves it by a few percent
+    (x1, x2, x3), (y1, y2, y3) = np.log([20, 40, 80]), base[2:5]
+    xv = x2 - 0.5 * ((x2 - x1) ** 2 * (y2 - y3) - (x2 - x3) ** 2 * (y2 - y1)) / ((x2 - x1) * (y2 - y3) - (x2 - x3) * (y2 - y1))
+    assert rise["details"]["rates"][0]["argmin_steps"] == pytest.approx([math.exp(xv)] * 3, rel=0.1)
+    assert verdict(hump, True)["verdict"] in ("failed", "inconclusive")
+    assert verdict(fall, True)["verdict"] == "failed"  # the theory's U is not there: minimum at the end
+    assert verdict(fall, False)["verdict"] == "held"
+
+
+def test_finetune_seeds_batched_equal_one_at_a_time():
+    """The fine-tuning seeds run side by side (vmap) give what each gives alone, to float32 round-off."""
+    from experiments.finetune import make_finetune
+
+    lang = make_language(16, 8, 0.5, 0.5, seed=0)
+    second = finetune_language(lang, "rank", rank=2, strength=0.5, seed=1)
+    ta, tb = lang.tables(), second.tables()
+    params = init_params(TINY, jax.random.key(0))
+    tok_a = sample(jax.random.key(1), ta, 8, TINY.context + 1)
+    tok_b = sample(jax.random.key(2), tb, 8, TINY.context + 1)
+    fn = make_finetune(TINY, 3, 4, "sgd", 0.9)
+    keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(5), j))(jnp.arange(3))
+    together = fn(params, jnp.float32(0.5), keys, tok_a, tok_b, ta, tb)
+    for j in range(3):
+        alone = fn(params, jnp.float32(0.5), keys[j:j + 1], tok_a, tok_b, ta, tb)
+        for k in together:
+            # float32: a different batching may reorder sums; 1e-5 relative is a few ulps of these O(1) losses
+            assert float(alone[k][0]) == pytest.approx(float(together[k][j]), rel=1e-5)
+    assert len({float(v) for v in together["finetune_excess"]}) == 3  # three different batch orders
 
 
 def test_spearman_ties_and_inf():
@@ -398,3 +523,86 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_the_unbroken_result(tmp_pat
     for name in names:
         with np.load(folder_a / "checkpoints" / name) as fa, np.load(broken / "checkpoints" / name) as fb:
             assert all(np.array_equal(fa[k], fb[k], equal_nan=True) for k in fa.files), name
+
+
+# ---------------------------------------------------------------- the language from the command line
+
+
+def _parsed(*argv):
+    return cli.build_parser().parse_args(["transformer", "--out", "unused", *argv])
+
+
+def test_language_options_each_have_one_meaning():
+    from experiments.cli import config_from_args
+
+    base = config_from_args(_parsed("--preset", "ci"))
+    cfg = config_from_args(_parsed("--preset", "ci", "--vocab", "48", "--rank", "20", "--s1", "0.8", "--alpha", "1",
+                                   "--ft-rank", "3", "--ft-strength", "0.3"))
+    lc = cfg.language
+    assert (lc.vocab, lc.rank, lc.s1, lc.alpha, lc.ft_rank, lc.ft_strength) == (48, 20, 0.8, 1.0, 3, 0.3)
+    assert cfg.model.vocab_size == 48  # the model's size follows the language
+    assert dataclasses.replace(cfg.model, vocab_size=base.model.vocab_size) == base.model
+    # s1 no longer moves the fine-tuning chain: same change (strength, rank, kind) at any s1
+    only_s1 = config_from_args(_parsed("--preset", "ci", "--s1", "0.9")).language
+    assert (only_s1.ft_kind, only_s1.ft_rank, only_s1.ft_strength) == (base.language.ft_kind, base.language.ft_rank,
+                                                                      base.language.ft_strength)
+    from experiments.run import languages
+
+    lang_a, second_a = languages(base)
+    lang_b, second_b = languages(config_from_args(_parsed("--preset", "ci", "--s1", "0.9")))
+    # the change L_B − L is the same matrix: its singular values are the fine-tuning strength, rank ft_rank
+    change_a, change_b = second_a.logits - lang_a.logits, second_b.logits - lang_b.logits
+    assert np.allclose(change_a, change_b, atol=1e-9)
+    sv = np.linalg.svd(change_a, compute_uv=False) / lang_a.vocab
+    k = base.language.ft_rank
+    assert np.allclose(sv[:k], base.language.ft_strength) and sv[k] < 1e-9
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--rank", "64"], "--rank must lie in [1, vocab − 1 = 63]"),
+    (["--vocab", "8"], "--rank must lie in [1, vocab − 1 = 7]"),  # the ci rank 32 does not fit 8 tokens
+    (["--vocab", "1", "--rank", "1"], "--vocab must be at least 2"),
+    (["--ft-kind", "rotate", "--ft-rank", "40"], "--ft-rank must lie in [1, 31]"),
+    (["--s1", "0"], "--s1"), (["--alpha", "-1"], "--alpha"), (["--ft-strength", "inf"], "--ft-strength"),
+    (["--seeds", "1,1"], "repeated seed"), (["--seeds", "1,-2"], "--seeds"),
+])
+def test_language_options_are_validated(tmp_path, capsys, argv, message):
+    out = tmp_path / "never"
+    try:  # argparse's own refusals exit through SystemExit, the configuration's through cli.main's return
+        code = cli.main(["transformer", "--preset", "ci", "--out", str(out), "--no-progress", *argv])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not out.exists()  # refused before anything is written
+
+
+def test_a_changed_language_is_detected_on_resume(tiny_unbroken):
+    folder, _ = tiny_unbroken
+    cfg = tiny_config()
+    for change, key in (({"rank": 7}, "language.rank"), ({"ft_strength": 0.25}, "language.ft_strength"),
+                        ({"vocab": 17}, "language.vocab")):
+        with pytest.raises(ValueError, match=rf"different configuration \({key}: "):
+            run_experiment(cfg.with_language(**change), folder, progress=False)
+
+
+def test_theory_turn_for_rms_noise_equals_linear_theory_predict():
+    """experiments.theory's turn step for relative noise from small init (E[L_pert] from the norms along
+    gd_modes, on a log grid) against linear_theory.predict(noise="rms"), the fused exact sweep over every
+    step: the same argmin up to the log grid's spacing; and absolute noise σ on W is σ/√V on W̃."""
+    from experiments import theory
+    from linear_theory import make_teacher, predict
+
+    s = 0.5 * np.arange(1, 17, dtype=float) ** -0.5
+    th = theory.RunTheory(s, 32, 16, 0.08, "", 3e-5, (0.0, 0.0), 0.9, 4000)
+    for gamma in (0.5, 1.0):
+        mine = theory.turn_steps(th, "relative", [gamma], rms="small-init")[0]
+        exact = predict(make_teacher(s, 32, 32), 0.08, gamma, 4000, init_strength=3e-5, d_hidden=16,
+                        noise="rms").inflection_step
+        assert 0 < exact < 4000 and mine == pytest.approx(exact, rel=0.01)  # grid points ≤ 0.6% apart
+    for sigma_w in (0.3, 0.35):  # s* = 2σ² = 0.18, 0.245: modes 5… of 16 harmful, a clear turn
+        mine_abs = theory.turn_steps(th, "absolute", [sigma_w])[0]
+        exact_abs = predict(make_teacher(s, 32, 32), 0.08, sigma_w / math.sqrt(32), 4000, init_strength=3e-5,
+                            d_hidden=16).inflection_step
+        assert 0 < exact_abs < 4000 and mine_abs == pytest.approx(exact_abs, rel=0.01)
