@@ -327,8 +327,8 @@ def predict_sensitivity(runs, kind) -> dict | None:
         h = r.get("hessian_trace_relative" if kind == "relative" else "hessian_trace")
         rho_h = (spearman(delta.mean(1), 0.5 * sigma**2 * np.asarray(h, float))
                  if h is not None and all(v is not None for v in h) else float("nan"))
-        per.append({"sigma": sigma, "draws": delta.shape[1], "growth": growth, "growth_se": growth_se, "rho_step": spearman(r["steps"],
-                    delta.mean(1)), "rho_hessian": rho_h, "delta_end": float(delta[-1].mean()),
+        per.append({"sigma": sigma, "draws": delta.shape[1], "growth": growth, "growth_se": growth_se,
+                    "rho_step": spearman(r["steps"], delta.mean(1)), "rho_hessian": rho_h, "delta_end": float(delta[-1].mean()),
                     "half_sigma2_trace_end": 0.5 * sigma**2 * h[-1] if h and h[-1] is not None else None})
     g = interval([p["growth"] for p in per], per[0]["growth_se"], per[0]["draws"] - 1)
     rs, rh = rank_interval([p["rho_step"] for p in per]), rank_interval([p["rho_hessian"] for p in per])
@@ -383,7 +383,8 @@ def predict_turn_up(runs, kind) -> dict | None:
         "measured": text + f" ({rows[0]['rise']['how']})",
         "criterion": f"where the theory's E[L_pert] has an interior minimum rising > {MIN_EFFECT} within the run's "
                      + (f"steps (noise σ·RMS, the {variant} RMS of wte and lm_head)" if kind == "relative" else
-                        "steps (noise σ/√V on W̃)") + f", the paired rise to the last checkpoint has its interval > {MIN_EFFECT} "
+                        "steps (noise σ/√V on W̃)")
+                     + f", the paired rise to the last checkpoint has its interval > {MIN_EFFECT} "
                      f"and the minimum is interior in every seed; where it has none, the interval < {MIN_EFFECT}",
         "verdict": combine(verdicts), "statistic": deciding(rows)["rise"], "details": {"sigmas": rows},
     }
@@ -433,7 +434,7 @@ def predict_exponent(runs, kind) -> dict | None:
         verdicts = [f"{'the init norm' if k == 'init' else 'the measured RMS'} changes |gap| by "
                     f"{abs(gaps[k]['mean']) - g0:+.2f}" for k in ("init", "measured") if k in gaps]
         text += "; gap transformer − theory x with RMS " + ", ".join(said) + ": " + ", ".join(verdicts)
-    text += "; turns ordered in σ in " + f"{sum(p['ordered'] for p in per)}/{len(per)} seeds" + (f" ({why})" if why else "")
+    text += f"; turns ordered in σ in {sum(p['ordered'] for p in per)}/{len(per)} seeds" + (f" ({why})" if why else "")
     return {
         "id": f"5{kind[0]}", "prediction": f"the turn moves as σ^x with the theory's x ({kind} noise)",
         "measured": text,

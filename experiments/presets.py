@@ -5,8 +5,10 @@ realistic: pre-LayerNorm, init std 0.02, AdamW (lr 1e-3, weight decay 0.1 on mat
            100 warmup steps then constant.
 The sizes follow the measured facts in the shared TRANSFORMER-NOTES: the U-shaped
 perturbed loss needs a long flat tail of weak modes (rank 64, α 0.5, s1 0.5), and the
-default model (V 128, d 64, 4 heads, 2 layers, context 32, batch 64) runs ≈ 50 SGD
-steps/s on 2 CPU cores, so 8000 steps take under 3 minutes.
+default model (V 128, d 64, 4 heads, 2 layers, context 32, batch 64) trains 8000 steps in
+4–7.5 minutes on 2 shared CPU cores; a whole default run (probes, fine-tuning at three rates
+× three seeds) took 10–17 minutes per seed there (measured, issue 9). The theory variant's
+fine-tuning rates are left to the linear theory's U window (rates = ()).
 """
 
 from __future__ import annotations
@@ -130,14 +132,14 @@ def get_preset(preset: str = "default", variant: str = "theory", seed: int = 0) 
         from .text_run import get_text_preset
 
         return get_text_preset(preset, variant, seed)
-    if preset == "ci":  # a smaller model on a smaller language, same protocol: ≈ 30 s on 2 CPU cores
+    if preset == "ci":  # a smaller model on a smaller language, same protocol: 30–60 s on 2 shared CPU cores
         lang = LanguageConfig(vocab=64, rank=32)
         model = dict(vocab_size=64, context=16, d_model=32, n_heads=2, n_layers=1)
         train = dict(steps=800, batch_size=32, n_checkpoints=8, first_checkpoint=30, chunk=50)
         probe = ProbeConfig(n_eval=128, draws=16, sigmas_relative=(0.5, 1.0), sigmas_absolute=(0.1,),
                             hessian_probes=4, hessian_eval=32)
         ft = dict(steps=50, batch_size=32)
-    elif preset == "default":  # ≈ 6 minutes on 2 otherwise idle CPU cores
+    elif preset == "default":  # 10–17 minutes per seed on 2 shared CPU cores
         lang, model = LanguageConfig(), dict()
         train = dict(steps=8000, n_checkpoints=19, first_checkpoint=30, chunk=50)
         probe = ProbeConfig()
