@@ -39,7 +39,7 @@ def add_commands(sub):
     cli.add_init_args(p)
     cli.add_schedule_args(p)
     g = p.add_argument_group("optimisers")
-    g.add_argument("--optimizers", type=cli._type(_names, "list of optimizers"), default=_names(DEFAULT),
+    g.add_argument("--optimizers", type=cli._type(_names, "list of optimizers"), default=DEFAULT.split(","),
                    metavar="A,B,...", help=f"which optimisers (default {DEFAULT}; also adamw)")
     g.add_argument("--momentum", type=cli.nonneg, default=0.9, help="heavy-ball β (default 0.9)")
     g.add_argument("--momentum-lr", type=cli.positive,

@@ -100,3 +100,15 @@ def test_co_diagonal_inputs_from_cli(capsys):
     out = json.loads(capsys.readouterr().out)
     np.testing.assert_allclose(out["mode_strengths"][-1], [0.5, 2.0], rtol=1e-8)  # s_i / d_i
     assert out["loss"][-1] < 1e-20
+
+
+def test_import_and_help_load_no_jax():
+    """`import linear_theory` and every subcommand's --help build without importing JAX, optax,
+    diffrax, sympy or matplotlib (names are loaded on first use; start-up stays fast)."""
+    code = ("import sys\nimport linear_theory\nfrom linear_theory.cli import build_parser\n"
+            "for argv in (['--help'], ['predict', '--help'], ['optimizers', '--help'], ['transformer', '--help']):\n"
+            "    try:\n        build_parser().parse_args(argv)\n    except SystemExit:\n        pass\n"
+            "heavy = [m for m in ('jax', 'optax', 'diffrax', 'sympy', 'matplotlib') if m in sys.modules]\n"
+            "print(','.join(heavy), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr[-500:]
