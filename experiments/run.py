@@ -128,25 +128,10 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
     noise_fn = make_noise_sweep(m, pc.draws, pc.map_batch)
     hess_fn = make_hessian_trace(m, pc.hessian_probes) if pc.hessian_probes else None
     hess_tokens = tokens[: pc.hessian_eval]
-    probes, params_all = [], []
-    bar = _bar(len(steps), "probe", progress)
-    t0 = time.perf_counter()
-    for step in steps:
-        params = load_params(checkpoint_path(folder / "checkpoints", step), m, cfg.train)
-        params_all.append(params)
-        cache = folder / "probes" / f"step_{step:08d}.json"
-        if cache.exists():
-            probes.append(json.loads(cache.read_text()))
-        else:
-            p = probe_checkpoint(params, m, lang, tables, tokens, noise_key, sigmas, noise_fn, hess_fn, hess_tokens,
-                                 hess_key)
-            atomic_write_json(cache, p)
-            probes.append(json.loads(json.dumps(p)))  # exactly what a resumed run reads back
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    t_probe = time.perf_counter() - t0
+    probes, params_all, t_probe = probe_all(
+        folder, steps, m, cfg.train, progress,
+        lambda params: probe_checkpoint(params, m, lang, tables, tokens, noise_key, sigmas, noise_fn, hess_fn,
+                                        hess_tokens, hess_key))
 
     # ---- the linear theory for this run: its rates, init and fine-tuning window (experiments/theory.py)
     theory_path = folder / "theory.json"
@@ -202,15 +187,39 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
     return result
 
 
-def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens) -> dict:
-    """The result dict from the per-checkpoint probes (plain lists, checkpoint index last)."""
-    n_draws = cfg.probe.draws
+def probe_all(folder, steps, model_cfg, train_cfg, progress, probe) -> tuple[list, list, float]:
+    """Load every checkpoint and probe it, `probe(params) -> dict`, each result cached in
+    DIR/probes/step_N.json (a resumed run reads it back): (probes, params per checkpoint, seconds)."""
+    probes, params_all = [], []
+    bar = _bar(len(steps), "probe", progress)
+    t0 = time.perf_counter()
+    for step in steps:
+        params = load_params(checkpoint_path(folder / "checkpoints", step), model_cfg, train_cfg)
+        params_all.append(params)
+        cache = folder / "probes" / f"step_{step:08d}.json"
+        if cache.exists():
+            probes.append(json.loads(cache.read_text()))
+        else:
+            p = probe(params)
+            atomic_write_json(cache, p)
+            probes.append(json.loads(json.dumps(p)))  # exactly what a resumed run reads back
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return probes, params_all, time.perf_counter() - t0
+
+
+def noise_table(probes, probe_cfg, clean_key: str) -> dict:
+    """The noise probes of every checkpoint as [σ row][checkpoint] lists (relative rows, then
+    absolute); Δ = perturbed − clean per draw, clean = probes' `clean_key` (excess loss, or loss)."""
+    n_draws = probe_cfg.draws
     noise = {"perturbed": PERTURBED, "draws": n_draws, "kind": [], "sigmas": [], "delta_loss": [],
              "delta_loss_se": [], "perturbed_loss": [], "perturbed_draws": [], "noise_floor": [],
              "modes_above_floor": []}
-    clean = np.array([p["excess_loss"] for p in probes])
+    clean = np.array([p[clean_key] for p in probes])
     for kind in ("relative", "absolute"):
-        for j, sigma in enumerate(getattr(cfg.probe, f"sigmas_{kind}")):
+        for j, sigma in enumerate(getattr(probe_cfg, f"sigmas_{kind}")):
             draws = np.array([p["noise"][kind][j]["perturbed_draws"] for p in probes])  # (C, D)
             delta = draws - clean[:, None]
             noise["kind"].append(kind)
@@ -221,6 +230,12 @@ def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens
             noise["perturbed_draws"].append(draws.tolist())
             noise["noise_floor"].append([p["noise"][kind][j]["noise_floor"] for p in probes])
             noise["modes_above_floor"].append([p["noise"][kind][j]["modes_above_floor"] for p in probes])
+    return noise
+
+
+def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens) -> dict:
+    """The result dict from the per-checkpoint probes (plain lists, checkpoint index last)."""
+    noise = noise_table(probes, cfg.probe, "excess_loss")
     eval_floor = float(np.mean(-np.sum(np.where(lang.transition > 0, lang.transition * np.log(lang.transition), 0),
                                        axis=1)[np.asarray(tokens[:, :-1])]))
     return {
@@ -248,7 +263,7 @@ def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens
         },
         "steps": steps,
         "loss": [p["loss"] for p in probes],
-        "excess_loss": clean.tolist(),
+        "excess_loss": [p["excess_loss"] for p in probes],
         "loss_floor_eval": eval_floor,
         "train_loss": train_loss,
         "entropy_rate": lang.entropy_rate,

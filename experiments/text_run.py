@@ -39,10 +39,10 @@ from .finetune import FinetuneConfig, make_finetune
 from .model import GPTConfig, count_params, forward
 from .presets import ProbeConfig, _variant
 from .probes import make_hessian_trace, make_noise_sweep, probe_checkpoint
-from .run import PERTURBED, _bar, _check_config
+from .run import _bar, _check_config, noise_table, probe_all
 from .text import EMBEDDED, TOKENS, load_source, sample_windows, summary, text_tables, tokenise, vocab_size
 from .text_spectrum import bigram_loss, empirical_spectrum, first_order_map, unigram_loss
-from .train import TrainConfig, checkpoint_path, checkpoint_steps, load_params, train
+from .train import TrainConfig, checkpoint_steps, train
 
 SCHEMA = "linear-theory/transformer-text-run/1"
 TEXT_PRESETS = ("text-cpu", "text-gpu")
@@ -204,25 +204,10 @@ def run_text_experiment(cfg: TextRunConfig, folder, progress: bool = True, stop_
     sigmas = {"relative": list(pc.sigmas_relative), "absolute": list(pc.sigmas_absolute)}
     noise_fn = make_noise_sweep(m, pc.draws, pc.map_batch, evaluate_text)
     hess_fn = make_hessian_trace(m, pc.hessian_probes, evaluate_text) if pc.hessian_probes else None
-    probes, params_all = [], []
-    bar = _bar(len(steps), "probe", progress)
-    t0 = time.perf_counter()
-    for step in steps:
-        params = load_params(checkpoint_path(folder / "checkpoints", step), m, cfg.train)
-        params_all.append(params)
-        cache = folder / "probes" / f"step_{step:08d}.json"
-        if cache.exists():
-            probes.append(json.loads(cache.read_text()))
-        else:
-            p = probe_checkpoint(params, m, spec, None, tokens, noise_key, sigmas, noise_fn, hess_fn,
-                                 tokens[: pc.hessian_eval], hess_key, evaluator_jit=evaluate_text_jit)
-            atomic_write_json(cache, p)
-            probes.append(json.loads(json.dumps(p)))  # exactly what a resumed run reads back
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    t_probe = time.perf_counter() - t0
+    probes, params_all, t_probe = probe_all(
+        folder, steps, m, cfg.train, progress,
+        lambda params: probe_checkpoint(params, m, spec, None, tokens, noise_key, sigmas, noise_fn, hess_fn,
+                                        tokens[: pc.hessian_eval], hess_key, evaluator_jit=evaluate_text_jit))
 
     # ---- fine-tuning of every checkpoint on the second text
     t0 = time.perf_counter()
@@ -273,23 +258,7 @@ def _finetune_all(cfg, data, params_all, tokens, key, progress) -> dict:
 def assemble_text(cfg: TextRunConfig, data: TextData, spec, steps, train_loss, probes, ft) -> dict:
     """The result dict (plain lists, checkpoint index last), keyed like run.assemble's where the meaning is
     the same; `loss` is the held-out cross-entropy and there is no `excess_loss`."""
-    n_draws = cfg.probe.draws
-    noise = {"perturbed": PERTURBED, "draws": n_draws, "kind": [], "sigmas": [], "delta_loss": [],
-             "delta_loss_se": [], "perturbed_loss": [], "perturbed_draws": [], "noise_floor": [],
-             "modes_above_floor": []}
-    clean = np.array([p["loss"] for p in probes])
-    for kind in ("relative", "absolute"):
-        for j, sigma in enumerate(getattr(cfg.probe, f"sigmas_{kind}")):
-            draws = np.array([p["noise"][kind][j]["perturbed_draws"] for p in probes])  # (C, D)
-            delta = draws - clean[:, None]
-            noise["kind"].append(kind)
-            noise["sigmas"].append(float(sigma))
-            noise["delta_loss"].append(delta.mean(1).tolist())
-            noise["delta_loss_se"].append((delta.std(1, ddof=1) / np.sqrt(n_draws)).tolist())
-            noise["perturbed_loss"].append(draws.mean(1).tolist())
-            noise["perturbed_draws"].append(draws.tolist())
-            noise["noise_floor"].append([p["noise"][kind][j]["noise_floor"] for p in probes])
-            noise["modes_above_floor"].append([p["noise"][kind][j]["modes_above_floor"] for p in probes])
+    noise = noise_table(probes, cfg.probe, "loss")
     tc, v = cfg.text, cfg.model.vocab_size
     held = list(data.pre.held)
     text = {**data.info, "held_out_fraction": tc.held_out, "smoothing": tc.smoothing,
@@ -316,7 +285,7 @@ def assemble_text(cfg: TextRunConfig, data: TextData, spec, steps, train_loss, p
         },
         "text": text,
         "steps": steps,
-        "loss": clean.tolist(),
+        "loss": [p["loss"] for p in probes],
         "train_loss": train_loss,
         "target_strengths": spec.s.tolist(),
         "spectrum_all": spec.sigma_all.tolist(),
