@@ -79,21 +79,30 @@ def _bar(total, desc, enabled):
     return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=True)
 
 
+def open_run(folder, cfg, stop_after=None):
+    """(folder as a Path, the finished result or None): make the run folder, refuse a different
+    configuration there; a finished run's result (and its original timing) stands, nothing is
+    recomputed (unless stop_after asks for a partial run)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _check_config(folder, cfg)
+    done = folder / "result.json"
+    if done.exists() and stop_after is None:
+        sys.stderr.write(f"{folder} holds a finished run of this configuration: reporting its result.json "
+                         "(timing of the original run)\n")
+        return folder, json.loads(done.read_text())
+    return folder, None
+
+
 def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: int | None = None) -> dict:
     """Run (or resume) the protocol in `folder` and return the result dict (also DIR/result.json).
 
     stop_after: stop pre-training once that step's checkpoint is saved and return None
     (to test that resuming gives the unbroken result).
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    _check_config(folder, cfg)
-    done = folder / "result.json"
-    if done.exists() and stop_after is None:
-        # a finished run: its result (and its original timing) stands; nothing is recomputed
-        sys.stderr.write(f"{folder} holds a finished run of this configuration: reporting its result.json "
-                         "(timing of the original run)\n")
-        return json.loads(done.read_text())
+    folder, finished = open_run(folder, cfg, stop_after)
+    if finished is not None:
+        return finished
     t_start = time.perf_counter()
     lang, second = languages(cfg)
     tables, tables_b = lang.tables(), second.tables()

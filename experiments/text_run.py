@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +37,7 @@ from .finetune import FinetuneConfig, make_finetune
 from .model import GPTConfig, count_params, forward
 from .presets import ProbeConfig, _variant
 from .probes import make_hessian_trace, make_noise_sweep, probe_checkpoint
-from .run import _bar, _check_config, noise_table, probe_all
+from .run import _bar, noise_table, open_run, probe_all
 from .text import EMBEDDED, TOKENS, load_source, sample_windows, summary, text_tables, tokenise, vocab_size
 from .text_spectrum import bigram_loss, empirical_spectrum, first_order_map, unigram_loss
 from .train import TrainConfig, checkpoint_steps, train
@@ -173,14 +171,9 @@ def run_text_experiment(cfg: TextRunConfig, folder, progress: bool = True, stop_
     """Run (or resume) the text protocol in `folder` (as run.run_experiment); returns the result dict."""
     if data is None:
         cfg, data = prepare(cfg)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    _check_config(folder, cfg)
-    done = folder / "result.json"
-    if done.exists() and stop_after is None:
-        sys.stderr.write(f"{folder} holds a finished run of this configuration: reporting its result.json "
-                         "(timing of the original run)\n")
-        return json.loads(done.read_text())
+    folder, finished = open_run(folder, cfg, stop_after)
+    if finished is not None:
+        return finished
     t_start = time.perf_counter()
     m, pc, tc = cfg.model, cfg.probe, cfg.text
     spec = empirical_spectrum(data.pre.train, m.vocab_size, tc.rank, tc.smoothing)
@@ -226,7 +219,7 @@ def run_text_experiment(cfg: TextRunConfig, folder, progress: bool = True, stop_
                         "total_s": time.perf_counter() - t_start, "resumed_from": log["resumed_from"],
                         "device": str(jax.devices()[0])}
     result = jsonable(result)
-    atomic_write_json(done, result)
+    atomic_write_json(folder / "result.json", result)
     return result
 
 
