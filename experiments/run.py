@@ -193,6 +193,7 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
                         "device": str(jax.devices()[0])}
     result = jsonable(result)
     atomic_write_json(folder / "result.json", result)
+    warn_diverged(result)
     return result
 
 
@@ -242,6 +243,28 @@ def noise_table(probes, probe_cfg, clean_key: str) -> dict:
     return noise
 
 
+def diverged_points(ft: dict, steps) -> list[dict]:
+    """The (rate, checkpoint step) pairs whose fine-tuning diverged: a non-finite loss, written
+    as null in the [rate][checkpoint] lists; named here so that no null goes unexplained."""
+    out = []
+    for r, rate in enumerate(ft["rates"]):
+        for c, step in enumerate(steps):
+            values = [ft[k][r][c] for k in FT_KEYS if k in ft]
+            if any(v is None or not np.isfinite(v) for v in values):
+                out.append({"rate": rate, "step": int(step)})
+    return out
+
+
+def warn_diverged(result: dict) -> None:
+    """One line on stderr per rate whose fine-tuning diverged somewhere (null in result.json)."""
+    by_rate = {}
+    for d in (result.get("finetune") or {}).get("diverged", []):
+        by_rate.setdefault(d["rate"], []).append(str(d["step"]))
+    for rate, steps in by_rate.items():
+        sys.stderr.write(f"warning: fine-tuning at rate {rate:g} diverged (non-finite loss) from the checkpoints of "
+                         f"steps {', '.join(steps)}: null in result.json, left out of compare's verdicts\n")
+
+
 def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens) -> dict:
     """The result dict from the per-checkpoint probes (plain lists, checkpoint index last)."""
     noise = noise_table(probes, cfg.probe, "excess_loss")
@@ -266,7 +289,8 @@ def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens
             "hessian_trace": "Hutchinson estimate of tr(H) of the excess loss over the matrices; "
                              "relative: Σ_W RMS(W)² tr(H_WW)",
             "finetune": "excess loss and loss on each chain after fine-tuning, [rate][checkpoint] (mean over "
-                        "fine-tuning seeds; *_seeds: [rate][checkpoint][seed])",
+                        "fine-tuning seeds; *_seeds: [rate][checkpoint][seed]); null where the fine-tuning "
+                        "diverged, each such (rate, step) listed in finetune.diverged",
             "matrix_rms": "RMS of each matrix at each checkpoint (tree path → list)",
             "theory": "the linear theory's parameters for this run (experiments/theory.py)",
         },
@@ -290,5 +314,6 @@ def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens
             "chain": {"kind": cfg.language.ft_kind, "rank": cfg.language.ft_rank,
                       "entropy_rate": second.entropy_rate},
             **ft,
+            "diverged": diverged_points(ft, steps),
         },
     }

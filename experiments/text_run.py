@@ -37,7 +37,7 @@ from .finetune import FinetuneConfig, make_finetune
 from .model import GPTConfig, count_params, forward
 from .presets import ProbeConfig, _variant
 from .probes import make_hessian_trace, make_noise_sweep, probe_checkpoint
-from .run import _bar, noise_table, open_run, probe_all
+from .run import _bar, diverged_points, noise_table, open_run, probe_all, warn_diverged
 from .text import EMBEDDED, TOKENS, load_source, sample_windows, summary, text_tables, tokenise, vocab_size
 from .text_spectrum import bigram_loss, empirical_spectrum, first_order_map, unigram_loss
 from .train import TrainConfig, checkpoint_steps, train
@@ -220,6 +220,7 @@ def run_text_experiment(cfg: TextRunConfig, folder, progress: bool = True, stop_
                         "device": str(jax.devices()[0])}
     result = jsonable(result)
     atomic_write_json(folder / "result.json", result)
+    warn_diverged(result)
     return result
 
 
@@ -274,7 +275,8 @@ def assemble_text(cfg: TextRunConfig, data: TextData, spec, steps, train_loss, p
             "hessian_trace": "Hutchinson estimate of tr(H) of the held-out loss over the matrices; "
                              "relative: Σ_W RMS(W)² tr(H_WW)",
             "finetune": "held-out loss on the pre-training text (out of domain) and on the fine-tuning text (in "
-                        "domain) after fine-tuning, [rate][checkpoint] (mean over fine-tuning seeds)",
+                        "domain) after fine-tuning, [rate][checkpoint] (mean over fine-tuning seeds); null where "
+                        "the fine-tuning diverged, each such (rate, step) listed in finetune.diverged",
         },
         "text": text,
         "steps": steps,
@@ -294,4 +296,5 @@ def assemble_text(cfg: TextRunConfig, data: TextData, spec, steps, train_loss, p
             "rates": list(cfg.finetune.rates), "steps": cfg.finetune.steps, "seeds": cfg.finetune.seeds,
             "optimizer": "sgd (momentum %g)" % cfg.train.momentum if cfg.train.optimizer == "sgd" else "adam",
             **ft}
+        result["finetune"]["diverged"] = diverged_points(result["finetune"], steps)
     return result

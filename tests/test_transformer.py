@@ -606,3 +606,20 @@ def test_theory_turn_for_rms_noise_equals_linear_theory_predict():
         exact_abs = predict(make_teacher(s, 32, 32), 0.08, sigma_w / math.sqrt(32), 4000, init_strength=3e-5,
                             d_hidden=16).inflection_step
         assert 0 < exact_abs < 4000 and mine_abs == pytest.approx(exact_abs, rel=0.01)
+
+
+def test_diverged_finetuning_is_named_not_silent(capsys):
+    """A non-finite fine-tuning loss is null in result.json and its (rate, step) is listed in
+    finetune.diverged, with one warning line per rate on stderr."""
+    from experiments.run import diverged_points, warn_diverged
+
+    nan = float("nan")
+    ft = {"rates": [0.5, 0.1], "pretrain_loss": [[1.0, nan, 2.0], [1.0, 1.1, 1.2]],
+          "finetune_loss": [[0.5, 0.4, None], [0.5, 0.5, 0.5]]}
+    got = diverged_points(ft, [0, 10, 100])
+    assert got == [{"rate": 0.5, "step": 10}, {"rate": 0.5, "step": 100}]
+    warn_diverged({"finetune": {"diverged": got}})
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rate 0.5" in err[0] and "10, 100" in err[0]
+    assert diverged_points({**ft, "pretrain_loss": [[1.0] * 3] * 2, "finetune_loss": [[1.0] * 3] * 2},
+                           [0, 10, 100]) == []
