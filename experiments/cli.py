@@ -67,6 +67,19 @@ def add_commands(sub):
     g.add_argument("--lr", type=cli.positive, help="peak pre-training learning rate")
     g.add_argument("--schedule", choices=("constant", "cosine", "wsd"), help="learning-rate schedule")
     g.add_argument("--warmup-steps", type=cli.nonneg_int, help="linear warmup steps")
+    g.add_argument("--optimizer", choices=("sgd", "adamw"), help="pre-training optimiser: sgd (heavy-ball "
+                   "momentum, --momentum) or adamw (theory variant: sgd; realistic: adamw)")
+    g.add_argument("--momentum", type=cli.nonneg, help="sgd momentum β in [0, 1)")
+    g.add_argument("--weight-decay", type=cli.nonneg,
+                   help="weight decay λ on the matrices (biases and norms exempt): decoupled for adamw "
+                        "(W ← W − η λ W), the ℓ2 gradient λW for sgd; 1/(step × lr) units")
+    g.add_argument("--sam-rho", type=cli.nonneg,
+                   help="sharpness-aware minimisation around the optimiser (optax.contrib.sam): each step "
+                        "takes the gradient at W + ρ g/‖g‖ (‖g‖ over all parameters); ρ in weight units (0: off)")
+    g.add_argument("--z-loss", type=cli.nonneg,
+                   help="add z · mean(logsumexp(logits)²) to the training loss, a penalty on logit growth (0: "
+                        "off); the probes score the plain loss, and every checkpoint records the logits' RMS "
+                        "and mean logsumexp")
     g.add_argument("--checkpoints", type=cli.pos_int, metavar="N",
                    help="number of checkpoints (step 0, then log-spaced to the last step)")
     g.add_argument("--sigmas-relative", type=cli.float_list, metavar="G1,G2,...",
@@ -143,7 +156,8 @@ def config_from_args(args, seed=None):
         cfg = cfg.with_language(**lang)
     tr, pr, ft = {}, {}, {}
     for name, key in (("steps", "steps"), ("lr", "lr"), ("schedule", "schedule"), ("warmup_steps", "warmup_steps"),
-                      ("checkpoints", "n_checkpoints")):
+                      ("checkpoints", "n_checkpoints"), ("optimizer", "optimizer"), ("momentum", "momentum"),
+                      ("weight_decay", "weight_decay"), ("sam_rho", "sam_rho"), ("z_loss", "z_loss")):
         if getattr(args, name) is not None:
             tr[key] = getattr(args, name)
     for name in ("sigmas_relative", "sigmas_absolute"):

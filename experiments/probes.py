@@ -67,6 +67,14 @@ evaluate_jit = jax.jit(evaluate, static_argnums=1)
 _evaluate = evaluate
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def logit_stats(params, cfg: GPTConfig, tokens):
+    """(RMS of the logits, mean logsumexp of the logits) over every position of held-out `tokens`
+    (N, T+1): how large the logits have grown (the quantity a z-loss penalises)."""
+    logits = forward(params, cfg, tokens[:, :-1])
+    return jnp.sqrt(jnp.mean(logits**2)), jnp.mean(jax.nn.logsumexp(logits, axis=-1))
+
+
 def matrix_normal(params, key):
     """A pytree like `params`: N(0, 1) entries on every matrix, zeros elsewhere.
 
@@ -180,6 +188,7 @@ def probe_checkpoint(params, cfg: GPTConfig, lang: MarkovLanguage, tables: Chain
     a = np.asarray(strengths(m, jnp.asarray(lang.u, jnp.float32), jnp.asarray(lang.v, jnp.float32)), np.float64)
     out = {"excess_loss": float(excess), "loss": float(loss), "mode_strengths": a.tolist(),
            "weight_sq_norm": weight_sq_norm(params), "matrix_rms": matrix_rms(params), "noise": {}}
+    out["logit_rms"], out["logsumexp_mean"] = (float(x) for x in logit_stats(params, cfg, tokens))
     rows = [(kind, float(sigma)) for kind, values in sigmas.items() for sigma in values]
     if rows:
         perturbed_all, diff_all = noise_fn(params, tokens, tables, noise_key,

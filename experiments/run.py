@@ -285,6 +285,8 @@ def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens
             "mode_strengths": "a_k = u_kᵀ M v_k / V, M the centred logit map; targets s_k (L = V·U diag(s) Vᵀ)",
             "noise": "relative: std σ·RMS(W) per matrix at that checkpoint; absolute: std σ",
             "delta_loss": "mean over draws of perturbed − clean excess loss (same draws at every checkpoint)",
+            "logit_rms": "RMS of the logits over the held-out positions and the vocabulary (nats)",
+            "logsumexp_mean": "mean over held-out positions of logsumexp of the logits (what --z-loss penalises)",
             "noise_floor": "‖M_noisy − M‖₂ / V, mean over draws, mode-strength units",
             "hessian_trace": "Hutchinson estimate of tr(H) of the excess loss over the matrices; "
                              "relative: Σ_W RMS(W)² tr(H_WW)",
@@ -303,6 +305,8 @@ def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens
         "target_strengths": lang.s.tolist(),
         "mode_strengths": [p["mode_strengths"] for p in probes],
         "weight_sq_norm": [p["weight_sq_norm"] for p in probes],
+        "logit_rms": [p["logit_rms"] for p in probes],
+        "logsumexp_mean": [p["logsumexp_mean"] for p in probes],
         "hessian_trace": [p.get("hessian_trace") for p in probes],
         "hessian_trace_relative": [p.get("hessian_trace_relative") for p in probes],
         "noise": noise,

@@ -271,6 +271,8 @@ def assemble_text(cfg: TextRunConfig, data: TextData, spec, steps, train_loss, p
             "mode_strengths": "a_k = u_kᵀ M v_k / V, M the centred logits of the length-1 contexts (row i: context [i])",
             "noise": "relative: std σ·RMS(W) per matrix at that checkpoint; absolute: std σ",
             "delta_loss": "mean over draws of perturbed − clean held-out loss (same draws at every checkpoint)",
+            "logit_rms": "RMS of the logits over the held-out positions and the vocabulary (nats)",
+            "logsumexp_mean": "mean over held-out positions of logsumexp of the logits (what --z-loss penalises)",
             "noise_floor": "‖M_noisy − M‖₂ / V, mean over draws, mode-strength units",
             "hessian_trace": "Hutchinson estimate of tr(H) of the held-out loss over the matrices; "
                              "relative: Σ_W RMS(W)² tr(H_WW)",
@@ -286,6 +288,8 @@ def assemble_text(cfg: TextRunConfig, data: TextData, spec, steps, train_loss, p
         "spectrum_all": spec.sigma_all.tolist(),
         "mode_strengths": [p["mode_strengths"] for p in probes],
         "weight_sq_norm": [p["weight_sq_norm"] for p in probes],
+        "logit_rms": [p["logit_rms"] for p in probes],
+        "logsumexp_mean": [p["logsumexp_mean"] for p in probes],
         "hessian_trace": [p.get("hessian_trace") for p in probes],
         "hessian_trace_relative": [p.get("hessian_trace_relative") for p in probes],
         "noise": noise,

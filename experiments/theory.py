@@ -73,6 +73,10 @@ def run_theory(config: dict, steps, mode_strengths_0, init_sq_norms) -> RunTheor
     else:
         beta, lr = 0.0, 0.01 / s[0]
         note = f"Adam: no rate map; η̃ = 0.01/s1 = {lr:.4g} (flow limit; slopes and exponents are time-unit free)"
+    extras = [f"{k} {train[k]:g}" for k in ("weight_decay", "sam_rho", "z_loss") if train.get(k)]
+    if extras:  # the theory record models plain (momentum) GD only
+        note += "; not modelled here: " + ", ".join(extras) + " (the linear model's answer for weight decay and " \
+                "optimisers: linear-theory predict --weight-decay, linear-theory optimizers)"
     a = np.asarray(mode_strengths_0, float)
     a0 = float(np.sqrt(np.mean(a**2)))
     n0 = tuple(float(x) / v for x in init_sq_norms)

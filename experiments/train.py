@@ -34,7 +34,9 @@ class TrainConfig:
     optimizer: str = "sgd"  # "sgd" (with momentum) or "adamw"
     lr: float = 0.5  # peak learning rate
     momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0  # adamw only, on matrices
+    weight_decay: float = 0.0  # on matrices: decoupled (adamw) or the ℓ2 term (λ/2)‖W‖² (sgd)
+    sam_rho: float = 0.0  # > 0: sharpness-aware minimisation on top of the optimiser, radius ρ
+    z_loss: float = 0.0  # > 0: z · mean(logsumexp(logits)²) added to the training loss (logit growth)
     schedule: str = "constant"  # "constant", "cosine" or "wsd" (warmup-stable-decay)
     warmup_steps: int = 0
     decay_fraction: float = 0.2  # wsd: fraction of the run spent decaying linearly to 0
@@ -55,6 +57,12 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.decay_fraction <= 1:
             raise ValueError(f"decay_fraction must lie in [0, 1], got {self.decay_fraction}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
+        for name in ("weight_decay", "sam_rho", "z_loss"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a non-negative number, got {v}")
 
 
 def lr_schedule(tc: TrainConfig):
@@ -74,13 +82,23 @@ def lr_schedule(tc: TrainConfig):
     return optax.join_schedules([optax.linear_schedule(0.0, tc.lr, warm), after], [warm])
 
 
-def make_optimizer(tc: TrainConfig, lr=None) -> optax.GradientTransformation:
-    """SGD with momentum, or AdamW with weight decay on the matrices only. `lr` overrides the schedule."""
+def make_optimizer(tc: TrainConfig, lr=None) -> optax.GradientTransformationExtraArgs:
+    """SGD with momentum, or AdamW; weight decay on the matrices only (decoupled for AdamW, the
+    coupled ℓ2 gradient λW for SGD); with sam_rho > 0, SAM around it (optax.contrib.sam, opaque
+    mode: each step takes the gradient at W + ρ g/‖g‖, ‖g‖ over all parameters, Foret et al.).
+    `update` takes grad_fn(params, state) → gradient (used by SAM only). `lr` overrides the schedule."""
     rate = lr_schedule(tc) if lr is None else lr
-    if tc.optimizer == "sgd":
-        return optax.sgd(rate, momentum=tc.momentum or None)
     mask = lambda p: jax.tree_util.tree_map(is_matrix, p)  # noqa: E731
-    return optax.adamw(rate, weight_decay=tc.weight_decay, mask=mask)
+    if tc.optimizer == "sgd":
+        opt = optax.sgd(rate, momentum=tc.momentum or None)
+        if tc.weight_decay:
+            opt = optax.chain(optax.add_decayed_weights(tc.weight_decay, mask), opt)
+    else:
+        opt = optax.adamw(rate, weight_decay=tc.weight_decay, mask=mask)
+    if tc.sam_rho:
+        ascent = optax.chain(optax.contrib.normalize(), optax.sgd(tc.sam_rho))
+        return optax.contrib.sam(opt, ascent, sync_period=2, opaque_mode=True)
+    return optax.with_extra_args_support(opt)
 
 
 def checkpoint_steps(total: int, n: int, first: int = 10) -> list[int]:
@@ -92,11 +110,15 @@ def checkpoint_steps(total: int, n: int, first: int = 10) -> list[int]:
     return [0] + [int(s) for s in steps]
 
 
-def lm_loss(params, cfg: GPTConfig, tokens):
-    """Mean cross-entropy of the next token, sampled targets (nats)."""
+def lm_loss(params, cfg: GPTConfig, tokens, z_loss: float = 0.0):
+    """Mean cross-entropy of the next token, sampled targets (nats); with z_loss > 0 the
+    training objective adds z_loss · mean(logsumexp(logits)²), a penalty on logit growth."""
     logits = forward(params, cfg, tokens[:, :-1])
     logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1).mean()
+    loss = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1).mean()
+    if z_loss:
+        loss = loss + z_loss * jnp.mean(jax.nn.logsumexp(logits, axis=-1) ** 2)
+    return loss
 
 
 class TrainState(NamedTuple):
@@ -122,8 +144,10 @@ def make_chunk_fn(cfg: GPTConfig, tc: TrainConfig, sampler=None):
 
     def train_step(state, data_key, tables):
         tokens = draw(jax.random.fold_in(data_key, state.step), tables, tc.batch_size, cfg.context + 1)
-        loss, grads = jax.value_and_grad(lm_loss)(state.params, cfg, tokens)
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        grad = jax.value_and_grad(lm_loss)
+        loss, grads = grad(state.params, cfg, tokens, tc.z_loss)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params,
+                                        grad_fn=lambda p, _: grad(p, cfg, tokens, tc.z_loss)[1])
         return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), loss
 
     @jax.jit

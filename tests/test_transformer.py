@@ -623,3 +623,82 @@ def test_diverged_finetuning_is_named_not_silent(capsys):
     assert len(err) == 1 and "rate 0.5" in err[0] and "10, 100" in err[0]
     assert diverged_points({**ft, "pretrain_loss": [[1.0] * 3] * 2, "finetune_loss": [[1.0] * 3] * 2},
                            [0, 10, 100]) == []
+
+
+# ---------------------------------------------------------------- optimiser and regulariser options
+
+
+def _quadratic_problem():
+    """A pytree with a matrix and a vector, and a loss whose gradient is known in closed form."""
+    rng = np.random.default_rng(0)
+    p = {"w": jnp.asarray(rng.standard_normal((3, 4)), jnp.float32), "b": jnp.asarray(rng.standard_normal(4), jnp.float32)}
+    target = jnp.asarray(rng.standard_normal((3, 4)), jnp.float32)
+
+    def loss(q):
+        return 0.5 * jnp.sum((q["w"] - target) ** 2) + 0.25 * jnp.sum(q["b"] ** 4)
+
+    def grad(q):  # written out, not autodiff
+        return {"w": q["w"] - target, "b": q["b"] ** 3}
+
+    return p, loss, grad
+
+
+def test_sam_sgd_decay_steps_are_the_textbook_updates():
+    """make_optimizer: SAM steps equal two explicit gradients (ascent to W + ρ g/‖g‖ over all
+    parameters, descent from W with the gradient there); SGD weight decay is λW on matrices only."""
+    from experiments.train import make_optimizer
+
+    p, loss, grad = _quadratic_problem()
+    lr, rho, lam = 0.1, 0.05, 0.3
+    opt = make_optimizer(TrainConfig(lr=lr, momentum=0.0, sam_rho=rho))
+    st, q, ref = opt.init(p), p, {k: np.asarray(v, np.float64) for k, v in p.items()}
+    for _ in range(3):
+        g = jax.grad(loss)(q)
+        upd, st = opt.update(g, st, q, grad_fn=lambda x, _: jax.grad(loss)(x))
+        q = jax.tree_util.tree_map(lambda a, b: a + b, q, upd)
+        gr = grad(ref)
+        norm = np.sqrt(sum(np.sum(v**2) for v in gr.values()))
+        adv = {k: ref[k] + rho * gr[k] / norm for k in ref}
+        ref = {k: ref[k] - lr * grad(adv)[k] for k in ref}
+    for k in ref:  # float32 updates of O(1) numbers, 3 steps: a few ulps
+        np.testing.assert_allclose(np.asarray(q[k]), ref[k], rtol=1e-5, atol=1e-6)
+
+    opt = make_optimizer(TrainConfig(lr=lr, momentum=0.0, weight_decay=lam))
+    upd, _ = opt.update(grad(p), opt.init(p), p, grad_fn=None)
+    np.testing.assert_allclose(np.asarray(upd["w"]), -lr * np.asarray(grad(p)["w"] + lam * p["w"]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(upd["b"]), -lr * np.asarray(grad(p)["b"]), rtol=1e-6)  # no decay
+
+
+def test_z_loss_and_logit_stats(tmp_path):
+    """lm_loss with z adds z·mean(logsumexp²) of the logits (numpy from the same logits); 0 gives
+    the plain loss; a short run with SAM, decay and z-loss trains and its probes record the
+    logits' RMS and mean logsumexp (checked against numpy)."""
+    from experiments.model import forward
+    from experiments.probes import logit_stats
+    from experiments.train import lm_loss
+
+    cfg = tiny_config(sam_rho=0.02, weight_decay=0.01, z_loss=1e-3, steps=20, n_checkpoints=2)
+    params = init_params(cfg.model, jax.random.key(0))
+    tokens = sample(jax.random.key(1), make_language(16, 8, 0.5, 0.5, seed=0).tables(), 8, cfg.model.context + 1)
+    logits = np.asarray(forward(params, cfg.model, tokens[:, :-1]), np.float64)
+    lse = np.log(np.exp(logits).sum(-1))
+    plain = float(lm_loss(params, cfg.model, tokens))
+    ce = np.mean(lse - np.take_along_axis(logits, np.asarray(tokens[:, 1:, None]), -1)[..., 0])
+    assert plain == pytest.approx(ce, rel=1e-5)
+    assert float(lm_loss(params, cfg.model, tokens, 0.5)) == pytest.approx(ce + 0.5 * np.mean(lse**2), rel=1e-5)
+    rms, lse_mean = logit_stats(params, cfg.model, tokens)
+    assert float(rms) == pytest.approx(np.sqrt(np.mean(logits**2)), rel=1e-5)
+    assert float(lse_mean) == pytest.approx(np.mean(lse), rel=1e-5)
+    log = train(cfg.model, cfg.train, make_language(16, 8, 0.5, 0.5, seed=0).tables(), 0, tmp_path)
+    assert log["steps"] == [0, 20] and np.isfinite(log["train_loss"][-1])
+
+
+@pytest.mark.parametrize("bad", [["--momentum", "1"], ["--sam-rho", "-0.1"], ["--z-loss", "nan"],
+                                 ["--optimizer", "adam"]])
+def test_optimiser_options_validated(tmp_path, capsys, bad):
+    try:
+        code = cli.main(["transformer", "--preset", "ci", "--out", str(tmp_path / "r"), *bad])
+    except SystemExit as e:  # argparse's refusal of a malformed value
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and not (tmp_path / "r").exists()
