@@ -126,6 +126,9 @@ def add_commands(sub):
     c.add_argument("--no-figure", action="store_true", help="skip the figure")
     c.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of a table")
     c.set_defaults(run=run_compare)
+    from .study import add_commands as add_study
+
+    add_study(sub)
 
 
 def seed_list(text):
