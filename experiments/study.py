@@ -31,9 +31,9 @@ draws, intervals across seeds, the 0.002-nat floor MIN_EFFECT):
 
     turn of the perturbed loss (each noise kind and σ):
       disappears    the baseline's rise interval clears the floor, the mitigation's lies below it
-      later/earlier both rise intervals clear the floor and the interval of log(step_m/step_b)
-                    (paired by seed) lies above/below 0
-      stays         both clear the floor and that interval lies within ±log(1 + MARGIN)
+      stays         both rise intervals clear the floor and the interval of log(step_m/step_b)
+                    (paired by seed) lies within ±log(1 + MARGIN): the turn moves by less than 20%
+      later/earlier both clear the floor, not "stays", and that interval lies above/below 0
       inconclusive  anything else (also: the baseline shows no turn, so nothing can disappear)
     forgetting (pre-training chain's excess loss after fine-tuning minus before, last checkpoint,
     largest fine-tuning rate), paired by seed against the baseline at the same rate:
@@ -116,12 +116,14 @@ def turn_verdict(base_rise: dict, mit_rise: dict, log_ratio: dict) -> str:
         return "disappears"
     if not clears(mit_rise) or not (math.isfinite(log_ratio["lo"]) and math.isfinite(log_ratio["hi"])):
         return "inconclusive"
+    m = math.log1p(MARGIN)
+    if -m <= log_ratio["lo"] and log_ratio["hi"] <= m:
+        return "stays"
     if log_ratio["lo"] > 0:
         return "later"
     if log_ratio["hi"] < 0:
         return "earlier"
-    m = math.log1p(MARGIN)
-    return "stays" if -m <= log_ratio["lo"] and log_ratio["hi"] <= m else "inconclusive"
+    return "inconclusive"
 
 
 def forgetting_verdict(base: dict, mit: dict, diff: dict) -> str:
@@ -181,9 +183,14 @@ def analyse(runs: dict) -> dict:
             lr = interval([math.log(t["argmin_step"] / b["argmin_step"]) if t["argmin_step"] > 0 and
                            b["argmin_step"] > 0 else float("nan") for t, b in zip(tus, btus)])
             drise = interval([t["rise"] - b["rise"] for t, b in zip(tus, btus)])
+            v = turn_verdict(bci, ci, lr)
+            why = ("the baseline shows no turn here" if not bci["lo"] > MIN_EFFECT else
+                   "the rise straddles the floor" if v == "inconclusive" and not ci["lo"] > MIN_EFFECT else
+                   "the step ratio's interval straddles" if v == "inconclusive" else "")
             turns.append({"kind": kind, "sigma": b0["noise"]["sigmas"][i], "rise": ci, "rise_minus_baseline": drise,
                           "argmin_steps": [t["argmin_step"] for t in tus], "log_step_ratio": lr,
-                          "verdict": turn_verdict(bci, ci, lr)})
+                          "step_ratio": {k: math.exp(lr[k]) if k in ("mean", "lo", "hi") else lr[k] for k in lr},
+                          "verdict": v, "why": why})
         cost = interval([r["excess_loss"][-1] - b["excess_loss"][-1] for r, b in zip(res, base)])
         rates = res[0]["finetune"]["rates"]
         if rate in rates and res[0]["config"]["train"]["optimizer"] == b0["config"]["train"]["optimizer"]:
@@ -383,43 +390,48 @@ def study_figure(runs: dict, path: Path) -> Path:
 
 
 def format_study(s: dict) -> str:
-    def turn_text(t):
-        return f"{t['verdict']}: rise {fmt(t['rise'])}, min at {'/'.join(f'{x:.0f}' for x in t['argmin_steps'])}"
-
-    def pred_text(p, j):
+    """One table: a row per mitigation; per noise row the verdict, the measured rise and the linear
+    model's turn; the forgetting verdict; the clean-loss cost measured | linear model."""
+    def pred(p, j):
         if "turn" not in p:
             return "—"
         t = p["turn"][j]
-        return f"turn at {t['turn_step']}" if t["turn_step"] is not None else f"no turn (rise {t['rise']:.2g})"
+        return f"{t['turn_step']}" if t["turn_step"] is not None else "none"
+
+    def steps(t):
+        return "/".join(f"{x:.0f}" for x in t["argmin_steps"])
 
     base = s["baseline_turn"]
-    heads = ["mitigation"] + [f"{t['kind'][:3]} σ={t['sigma']:g}: measured | theory" for t in base] + [
-        "forgetting − base", "clean cost: measured | theory"]
-    rows = [["baseline"] + [f"{'turns' if t['turns'] else 'no turn'}: rise {fmt(t['rise'])}, min at "
-                            f"{'/'.join(f'{x:.0f}' for x in t['argmin_steps'])} | "
-                            f"{pred_text(s['predictions']['baseline'], j)}" for j, t in enumerate(base)]
-            + [f"forgetting {fmt(s['baseline_forgetting']['forgetting'])}", "0 | 0"]]
+    heads = ["mitigation"] + [f"{t['kind'][:3]} σ={t['sigma']:g}" for t in base] + ["forgetting", "clean cost"]
+    bp = s["predictions"]["baseline"]
+    rows = [["baseline"] + [f"{'turns' if t['turns'] else 'no turn'}; rise {fmt(t['rise'], 2)} at {steps(t)}; "
+                            f"th {pred(bp, j)}" for j, t in enumerate(base)]
+            + [f"{fmt(s['baseline_forgetting']['forgetting'], 2)}", "0 | th 0"]]
     for name, m in s["mitigations"].items():
         p = s["predictions"][name]
         f = m["forgetting"]
-        ftxt = (f"{f['verdict']}: {fmt(f['minus_baseline'])}" if f["minus_baseline"] is not None
-                else f"not paired: {fmt(f['value'])}")
-        cost = f"{fmt(m['clean_cost'])} | " + (f"{p['clean_cost']:.2g}" if "clean_cost" in p else "—")
-        rows.append([name] + [f"{turn_text(t)} | {pred_text(p, j)}" for j, t in enumerate(m["turn"])] + [ftxt, cost])
+        ftxt = (f"{f['verdict']} {fmt(f['minus_baseline'], 2)}" if f["minus_baseline"] is not None
+                else f"(unpaired) {fmt(f['value'], 2)}")
+        cost = f"{fmt(m['clean_cost'], 2)} | th " + (f"{p['clean_cost']:.2g}" if "clean_cost" in p else "—")
+        rows.append([name] + [f"{t['verdict']}; rise {fmt(t['rise'], 2)} at {steps(t)}; th {pred(p, j)}"
+                              for j, t in enumerate(m["turn"])] + [ftxt, cost])
     lines = [wrap(f"study mitigations: preset {s['config']['preset']}, seeds "
                   f"{','.join(map(str, s['config']['seeds']))}; {s['wall_s']:.0f} s", 100)]
     for name, g in s["grid"].items():
         lines.append(wrap(f"  {name}: {g['description']}; linear model: {s['predictions'][name]['mapping']}", 100,
                           "      "))
-    # one block per mitigation keeps the table readable at 100 columns
-    for r in rows:
-        lines.append("")
-        lines.append(r[0])
-        lines += [f"  {h}: {v}" for h, v in zip(heads[1:], r[1:])]
-    lines += ["", wrap(f"Rises, steps and costs: mean [{LEVEL:.0%} interval across seeds] in nats/token; a turn "
-                       f"counts when the rise's interval clears {MIN_EFFECT} nats; theory: the linear model's "
-                       "E[L_pert] for the run (exact GD, rate map η̃ = lr/(1−β)/V, theory RMS with the init norm) "
-                       "— turn step within the run's steps, or none; clean cost: final excess loss minus the "
-                       "baseline's. forgetting: excess loss of the pre-training chain after fine-tuning minus "
-                       "before, at the last checkpoint and largest rate.", 100)]
+    lines += ["", format_table(heads, rows, max_width=160), ""]
+    lines.append(wrap(
+        f"Per noise row: verdict of the turn of the perturbed excess loss against the baseline (disappears / "
+        f"stays = moves < {MARGIN:.0%} / later / earlier / inconclusive); rise = paired rise from the refined minimum "
+        f"to the last checkpoint over the same noise draws, mean [{LEVEL:.0%} interval across seeds], nats/token, "
+        f"a turn when its interval clears {MIN_EFFECT}; at = refined minimum step per seed; th = the linear model's "
+        "turn step within the run (exact GD, η̃ = lr/(1−β)/V, theory RMS with the init norm; none: no turn, "
+        "—: no mapping). forgetting = pre-training chain's excess loss after fine-tuning minus before (last "
+        "checkpoint, largest rate), mitigation minus baseline paired by seed (baseline row: its value). clean "
+        "cost = final excess loss minus the baseline's, measured | linear model.", 100))
+    why = [f"{n} {t['kind'][:3]} σ={t['sigma']:g}: {t['why']}" for n, m in s["mitigations"].items()
+           for t in m["turn"] if t["why"]]
+    if why:
+        lines.append(wrap("inconclusive because: " + "; ".join(why), 100))
     return "\n".join(lines)
