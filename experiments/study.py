@@ -379,6 +379,7 @@ def study_figure(runs: dict, path: Path) -> Path:
         se = y.std(0, ddof=1) / math.sqrt(len(res))
         ax.errorbar(st[1:], y.mean(0)[1:], yerr=se[1:], marker="o", ms=3, capsize=2, label=name)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("pre-training step")
     ax.set_ylabel("perturbed excess loss (nats/token)")
     ax.set_title(f"{kind} noise σ = {b0['noise']['sigmas'][i]:g}: mean over {len(runs['baseline'])} seeds (± s.e.)")
