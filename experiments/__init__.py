@@ -11,6 +11,7 @@ One module per job, each readable whole:
     theory.py     the linear theory for the run at hand: rate map, a0, noise, fine-tuning U window
     compare.py    the theory's predictions against one run or several seeds: statistic, interval, verdict
     cli.py        `linear-theory transformer` and `linear-theory compare`
+    study.py      `linear-theory study mitigations`: a fixed grid of mitigations, paired verdicts, linear predictions
 Real text (`transformer --text`):
     text.py           read a file/folder/archive, char or byte tokens, held-out split, window sampler
     text_spectrum.py  the empirical bigram spectrum (target modes) and the model's first-order map
