@@ -391,8 +391,9 @@ def study_figure(runs: dict, path: Path) -> Path:
 
 
 def format_study(s: dict) -> str:
-    """One table: a row per mitigation; per noise row the verdict, the measured rise and the linear
-    model's turn; the forgetting verdict; the clean-loss cost measured | linear model."""
+    """A table per noise row (a row per mitigation: the turn verdict, the measured rise, the minimum's
+    step per seed, the linear model's turn step), then one of the forgetting verdict and the clean-loss
+    cost, measured and the linear model's; every line within 100 characters."""
     def pred(p, j):
         if "turn" not in p:
             return "—"
@@ -403,34 +404,39 @@ def format_study(s: dict) -> str:
         return "/".join(f"{x:.0f}" for x in t["argmin_steps"])
 
     base = s["baseline_turn"]
-    heads = ["mitigation"] + [f"{t['kind'][:3]} σ={t['sigma']:g}" for t in base] + ["forgetting", "clean cost"]
     bp = s["predictions"]["baseline"]
-    rows = [["baseline"] + [f"{'turns' if t['turns'] else 'no turn'}; rise {fmt(t['rise'], 2)} at {steps(t)}; "
-                            f"th {pred(bp, j)}" for j, t in enumerate(base)]
-            + [f"{fmt(s['baseline_forgetting']['forgetting'], 2)}", "0 | th 0"]]
+    tables = []
+    for j, b0 in enumerate(base):  # one table per noise row: each line stays within 100 characters
+        rows = [["baseline", "turns" if b0["turns"] else "no turn", fmt(b0["rise"], 2), steps(b0), pred(bp, j)]]
+        rows += [[name, m["turn"][j]["verdict"], fmt(m["turn"][j]["rise"], 2), steps(m["turn"][j]),
+                  pred(s["predictions"][name], j)] for name, m in s["mitigations"].items()]
+        tables.append(format_table([f"{b0['kind']} σ={b0['sigma']:g}", "turn", "rise [95%]", "min at", "theory"],
+                                   rows))
+    rows = [["baseline", f"{fmt(s['baseline_forgetting']['forgetting'], 2)}", "0", "0"]]
     for name, m in s["mitigations"].items():
         p = s["predictions"][name]
         f = m["forgetting"]
         ftxt = (f"{f['verdict']} {fmt(f['minus_baseline'], 2)}" if f["minus_baseline"] is not None
                 else f"(unpaired) {fmt(f['value'], 2)}")
-        cost = f"{fmt(m['clean_cost'], 2)} | th " + (f"{p['clean_cost']:.2g}" if "clean_cost" in p else "—")
-        rows.append([name] + [f"{t['verdict']}; rise {fmt(t['rise'], 2)} at {steps(t)}; th {pred(p, j)}"
-                              for j, t in enumerate(m["turn"])] + [ftxt, cost])
+        rows.append([name, ftxt, fmt(m["clean_cost"], 2), f"{p['clean_cost']:.2g}" if "clean_cost" in p else "—"])
+    tables.append(format_table(["mitigation", "forgetting", "clean cost", "theory"], rows))
     lines = [wrap(f"study mitigations: preset {s['config']['preset']}, seeds "
                   f"{','.join(map(str, s['config']['seeds']))}; {s['wall_s']:.0f} s", 100)]
     for name, g in s["grid"].items():
         lines.append(wrap(f"  {name}: {g['description']}; linear model: {s['predictions'][name]['mapping']}", 100,
                           "      "))
-    lines += ["", format_table(heads, rows, max_width=160), ""]
+    for t in tables:
+        lines += ["", t]
+    lines.append("")
     lines.append(wrap(
         f"Per noise row: verdict of the turn of the perturbed excess loss against the baseline (disappears / "
         f"stays = moves < {MARGIN:.0%} / later / earlier / inconclusive); rise = paired rise from the refined minimum "
         f"to the last checkpoint over the same noise draws, mean [{LEVEL:.0%} interval across seeds], nats/token, "
-        f"a turn when its interval clears {MIN_EFFECT}; at = refined minimum step per seed; th = the linear model's "
+        f"a turn when its interval clears {MIN_EFFECT}; min at = refined minimum step per seed; theory = the linear model's "
         "turn step within the run (exact GD, η̃ = lr/(1−β)/V, theory RMS with the init norm; none: no turn, "
         "—: no mapping). forgetting = pre-training chain's excess loss after fine-tuning minus before (last "
         "checkpoint, largest rate), mitigation minus baseline paired by seed (baseline row: its value). clean "
-        "cost = final excess loss minus the baseline's, measured | linear model.", 100))
+        "cost = final excess loss minus the baseline's (theory: the linear model's).", 100))
     why = [f"{n} {t['kind'][:3]} σ={t['sigma']:g}: {t['why']}" for n, m in s["mitigations"].items()
            for t in m["turn"] if t["why"]]
     if why:

@@ -154,3 +154,7 @@ def test_two_by_two_grid_then_resume_gives_the_same_result(tmp_path, capsys):
     assert len(m["turn"]) == 2 and m["forgetting"]["minus_baseline"]["n"] == 2  # 1 relative + 1 absolute σ
     assert first["predictions"]["weight-decay"]["mapping"].startswith("λ̃ = λ·V")
     assert (tmp_path / "study.png").stat().st_size > 0
+    argv_table = [a for a in argv if a != "--json"] + ["--no-figure"]
+    run_mitigations(cli.build_parser().parse_args(argv_table), config_override=tiny)  # read back, as a table
+    table = capsys.readouterr().out
+    assert "weight-decay" in table and max(len(line) for line in table.splitlines()) <= 100
