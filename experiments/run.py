@@ -220,6 +220,16 @@ def probe_all(folder, steps, model_cfg, train_cfg, progress, probe) -> tuple[lis
     return probes, params_all, time.perf_counter() - t0
 
 
+SERIES = ("mode_strengths", "weight_sq_norm", "logit_rms", "logsumexp_mean", "hessian_trace",
+          "hessian_trace_relative")
+
+
+def probe_series(probes) -> dict:
+    """The per-checkpoint probes shared by synthetic and text runs, as lists over checkpoints
+    (None where a probe was not run, e.g. no Hessian probes)."""
+    return {k: [p.get(k) for p in probes] for k in SERIES}
+
+
 def noise_table(probes, probe_cfg, clean_key: str) -> dict:
     """The noise probes of every checkpoint as [σ row][checkpoint] lists (relative rows, then
     absolute); Δ = perturbed − clean per draw, clean = probes' `clean_key` (excess loss, or loss)."""
@@ -303,12 +313,7 @@ def assemble(cfg: RunConfig, lang, second, steps, train_loss, probes, ft, tokens
         "train_loss": train_loss,
         "entropy_rate": lang.entropy_rate,
         "target_strengths": lang.s.tolist(),
-        "mode_strengths": [p["mode_strengths"] for p in probes],
-        "weight_sq_norm": [p["weight_sq_norm"] for p in probes],
-        "logit_rms": [p["logit_rms"] for p in probes],
-        "logsumexp_mean": [p["logsumexp_mean"] for p in probes],
-        "hessian_trace": [p.get("hessian_trace") for p in probes],
-        "hessian_trace_relative": [p.get("hessian_trace_relative") for p in probes],
+        **probe_series(probes),
         "noise": noise,
         "matrix_rms": {name: [p["matrix_rms"][name] for p in probes] for name in probes[0].get("matrix_rms", {})},
         "finetune": {

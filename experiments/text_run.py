@@ -37,7 +37,7 @@ from .finetune import FinetuneConfig, make_finetune
 from .model import GPTConfig, count_params, forward
 from .presets import ProbeConfig, _variant
 from .probes import make_hessian_trace, make_noise_sweep, probe_checkpoint
-from .run import _bar, diverged_points, noise_table, open_run, probe_all, warn_diverged
+from .run import _bar, diverged_points, noise_table, open_run, probe_all, probe_series, warn_diverged
 from .text import EMBEDDED, TOKENS, load_source, sample_windows, summary, text_tables, tokenise, vocab_size
 from .text_spectrum import bigram_loss, empirical_spectrum, first_order_map, unigram_loss
 from .train import TrainConfig, checkpoint_steps, train
@@ -286,12 +286,7 @@ def assemble_text(cfg: TextRunConfig, data: TextData, spec, steps, train_loss, p
         "train_loss": train_loss,
         "target_strengths": spec.s.tolist(),
         "spectrum_all": spec.sigma_all.tolist(),
-        "mode_strengths": [p["mode_strengths"] for p in probes],
-        "weight_sq_norm": [p["weight_sq_norm"] for p in probes],
-        "logit_rms": [p["logit_rms"] for p in probes],
-        "logsumexp_mean": [p["logsumexp_mean"] for p in probes],
-        "hessian_trace": [p.get("hessian_trace") for p in probes],
-        "hessian_trace_relative": [p.get("hessian_trace_relative") for p in probes],
+        **probe_series(probes),
         "noise": noise,
         "finetune": None,
     }
