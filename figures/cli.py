@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from linear_theory.cli import add_cache_arg
-from linear_theory.output import envelope, jsonable
+from linear_theory.output import envelope, jsonable, wrap
 
 from .registry import FIGURES, select
 
@@ -78,8 +78,9 @@ def run(args):
                    files=[f for m in made for f in m["files"]], figures=made)
     files = _left_table(["figure", "seconds", "files"], [[m["name"], f"{m['seconds']:.1f}", "  ".join(m["files"])]
                                                          for m in made])
-    preds = _left_table(["figure", "prediction", "value"],
-                        [[m["name"], k, str(v)] for m in made for k, v in m["predictions"].items()])
+    width = max([len("figure")] + [len(m["name"]) for m in made]) + 2
+    preds = "\n".join([f"{'figure':<{width}}prediction: value", "-" * 40] + [
+        wrap(f"{m['name']:<{width}}{k}: {v}", 100, " " * width) for m in made for k, v in m["predictions"].items()])
     table = (f"{preds}\n\n{files}\n\n"
              f"wrote {len(payload['files'])} files to {args.out} in {wall:.1f} s")
     _emit(args, payload, table)

@@ -5,7 +5,8 @@ Exact per-mode GD maps (every step): plain GD, GD with the noise-optimal weight 
 (λ1, λ2) = (σ²d_out, σ²d_in) (GD on E[L_pert] itself: no turn, and its fixed point is the
 best model under noise, marked by the dashed line), GD with one λ = s*/2 on both layers, and
 a cosine schedule. Full-matrix optax runs from the same aligned init: heavy-ball momentum,
-Adam, sign descent and SAM (ρ). The turn of each curve (exact argmin over steps) is a dot.
+Adam, sign descent and SAM (ρ). The turn of each curve (exact interior argmin over steps, with a
+rise beyond round-off after it) is a dot; a curve that only falls, or never falls, has none.
 """
 
 from __future__ import annotations
@@ -75,10 +76,14 @@ def make_mitigations(config: MitigationsConfig = MitigationsConfig()):
     a, n1, n2 = decayed_fixed_point(teacher, (l1, l2), h)
     best = 0.5 * float(np.sum((a - teacher.s) ** 2)) + float(
         sensitivity_from_norms(n1.sum(), n2.sum(), teacher.d_in, teacher.d_out, h, c.sigma))
+    tol = 8 * (teacher.rank + 1) * np.finfo(np.float64).eps  # relative round-off of E[L_pert] (as `predict`)
     for cur in curves.values():
         e = cur["expected_perturbed_loss"]
         k = int(np.argmin(e))
-        cur.update(turn_step=k, rise=float(e[-1] - e[k]), clean_loss_at_end=float(cur["clean_loss"][-1]))
+        rise = float(e[-1] - e[k])
+        # a turn: E[L_pert] falls to an interior minimum and rises after it by more than round-off
+        turns = bool(0 < k < e.size - 1 and rise > tol * float(np.max(np.abs(e[k:]))))
+        cur.update(turn_step=k, turns=turns, rise=rise, clean_loss_at_end=float(cur["clean_loss"][-1]))
 
     fig, axes = st.new_figure(1, 2, height=3.8, width=st.WIDTH * 1.25)
     ax, axc = axes[0]
@@ -87,9 +92,10 @@ def make_mitigations(config: MitigationsConfig = MitigationsConfig()):
         col = COLORS[name]
         e, k = cur["expected_perturbed_loss"], cur["turn_step"]
         label = f"SAM ρ = {c.sam_rho:g}" if name == "SAM" else name
-        ax.plot(x, e, color=col, lw=2.2 if name.startswith("GD +") else 1.3,
-                label=f"{label}: turn {k}, rise {cur['rise']:.2g}")
-        ax.plot(max(k, 1), e[k], "o", color=col, ms=5, mec="white", mew=0.8, zorder=5)
+        what = f"turn {k}, rise {cur['rise']:.2g}" if cur["turns"] else f"no turn (least at step {k})"
+        ax.plot(x, e, color=col, lw=2.2 if name.startswith("GD +") else 1.3, label=f"{label}: {what}")
+        if cur["turns"]:
+            ax.plot(max(k, 1), e[k], "o", color=col, ms=5, mec="white", mew=0.8, zorder=5)
         axc.plot(x, cur["clean_loss"], color=col, label=name)
     ax.axhline(best, color=COLORS["GD + noise-optimal λ1, λ2"], ls="--", lw=0.9,
                label=f"min over all weights (noise-optimal λ1, λ2 = {l1:.3g}, {l2:.3g})")
@@ -119,7 +125,9 @@ def make_mitigations(config: MitigationsConfig = MitigationsConfig()):
         noise_optimal_expected_perturbed_loss=best,
         steps=steps,
         curves=curves,
-        predictions={f"{name}: turn step, rise, clean loss at end": f"{cur['turn_step']}, {cur['rise']:.3g}, "
-                     f"{cur['clean_loss_at_end']:.3g}" for name, cur in curves.items()},
+        predictions={f"{name}: turn step, rise, clean loss at end":
+                     (f"{cur['turn_step']}, {cur['rise']:.3g}" if cur["turns"]
+                      else f"no turn (least at step {cur['turn_step']}), -")
+                     + f", {cur['clean_loss_at_end']:.3g}" for name, cur in curves.items()},
     )
     return fig, data

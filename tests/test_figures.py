@@ -293,6 +293,8 @@ def test_cli_table_and_progress_for_several(run_cli, tmp_path):
     code, out, err = run_cli(["figures", "--small", "--out", str(tmp_path), "schedules", "u_shape"])
     assert code == 0
     assert "inflection step" in out and f"wrote 4 files to {tmp_path}" in out
+    preds = out.split("\n\n")[0]  # the predictions (the files table holds paths of any length)
+    assert max(len(line) for line in preds.splitlines()) <= 100
     assert "figures" in err  # the progress bar, on stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # --small: PNG only
         f"{n}.{e}" for n in ("schedules", "u_shape") for e in ("png", "json"))
