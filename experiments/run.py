@@ -119,12 +119,7 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
         cached = sum((folder / "probes" / f"step_{st:08d}.json").exists() for st in steps)
         sys.stderr.write(f"resuming {folder}: {len(on_disk)} of {len(steps)} checkpoints on disk, training from step "
                          f"{on_disk[-1]} of {cfg.train.steps}; {cached} checkpoints already probed\n")
-    bar = _bar(cfg.train.steps, f"train {cfg.preset}/{cfg.variant}", progress)
-    try:
-        log = train(m, cfg.train, tables, cfg.seed, folder / "checkpoints", progress=bar, stop_after=stop_after)
-    finally:
-        if bar is not None:
-            bar.close()
+    log = pretrain(cfg, tables, folder, progress, stop_after)
     if log["steps"] != steps:
         return None
     t_train = time.perf_counter() - t_start
@@ -195,6 +190,17 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
     atomic_write_json(folder / "result.json", result)
     warn_diverged(result)
     return result
+
+
+def pretrain(cfg, tables, folder, progress, stop_after, sampler=None) -> dict:
+    """Pre-train (or resume) into DIR/checkpoints with a progress bar; the training log (`train`)."""
+    bar = _bar(cfg.train.steps, f"train {cfg.preset}/{cfg.variant}", progress)
+    try:
+        return train(cfg.model, cfg.train, tables, cfg.seed, folder / "checkpoints", progress=bar,
+                     stop_after=stop_after, sampler=sampler)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def probe_all(folder, steps, model_cfg, train_cfg, progress, probe) -> tuple[list, list, float]:

@@ -37,10 +37,10 @@ from .finetune import FinetuneConfig, make_finetune
 from .model import GPTConfig, count_params, forward
 from .presets import ProbeConfig, _variant
 from .probes import make_hessian_trace, make_noise_sweep, probe_checkpoint
-from .run import _bar, diverged_points, noise_table, open_run, probe_all, probe_series, warn_diverged
+from .run import _bar, diverged_points, noise_table, open_run, pretrain, probe_all, probe_series, warn_diverged
 from .text import EMBEDDED, TOKENS, load_source, sample_windows, summary, text_tables, tokenise, vocab_size
 from .text_spectrum import bigram_loss, empirical_spectrum, first_order_map, unigram_loss
-from .train import TrainConfig, checkpoint_steps, train
+from .train import TrainConfig, checkpoint_steps
 
 SCHEMA = "linear-theory/transformer-text-run/1"
 TEXT_PRESETS = ("text-cpu", "text-gpu")
@@ -180,13 +180,7 @@ def run_text_experiment(cfg: TextRunConfig, folder, progress: bool = True, stop_
     key = jax.random.key(cfg.seed)
     steps = checkpoint_steps(cfg.train.steps, cfg.train.n_checkpoints, cfg.train.first_checkpoint)
     tables = text_tables(data.pre.train)
-    bar = _bar(cfg.train.steps, f"train {cfg.preset}/{cfg.variant}", progress)
-    try:
-        log = train(m, cfg.train, tables, cfg.seed, folder / "checkpoints", progress=bar, stop_after=stop_after,
-                    sampler=sample_windows)
-    finally:
-        if bar is not None:
-            bar.close()
+    log = pretrain(cfg, tables, folder, progress, stop_after, sampler=sample_windows)
     if log["steps"] != steps:
         return None
     t_train = time.perf_counter() - t_start

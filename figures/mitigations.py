@@ -16,7 +16,8 @@ import dataclasses
 import numpy as np
 
 from linear_theory import (Schedule, balanced_noise_optimal_weight_decay, critical_singular_value, decayed_fixed_point,
-                           gd_modes, noise_optimal_weight_decay, sensitivity_from_norms, train_optax)
+                           gd_modes, noise_optimal_weight_decay, roundoff_tolerance, sensitivity_from_norms,
+                           train_optax)
 
 from . import _style as st
 from ._output import config_dict
@@ -76,7 +77,7 @@ def make_mitigations(config: MitigationsConfig = MitigationsConfig()):
     a, n1, n2 = decayed_fixed_point(teacher, (l1, l2), h)
     best = 0.5 * float(np.sum((a - teacher.s) ** 2)) + float(
         sensitivity_from_norms(n1.sum(), n2.sum(), teacher.d_in, teacher.d_out, h, c.sigma))
-    tol = 8 * (teacher.rank + 1) * np.finfo(np.float64).eps  # relative round-off of E[L_pert] (as `predict`)
+    tol = roundoff_tolerance(teacher.rank)  # relative round-off of E[L_pert], as `predict` uses
     for cur in curves.values():
         e = cur["expected_perturbed_loss"]
         k = int(np.argmin(e))

@@ -62,6 +62,7 @@ _EXPORTS = {
     "sensitivity_from_norms": "_noise",
     "hutchinson_hessian_trace": "_noise_estimates",
     "monte_carlo_perturbed_loss": "_noise_estimates",
+    "roundoff_tolerance": "_predict",
     "critical_singular_value": "_thresholds",
     "harmful_modes": "_thresholds",
     "modal_expected_perturbed_loss": "_thresholds",

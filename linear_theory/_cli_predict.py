@@ -264,8 +264,10 @@ def _turn(pred, payload, r):
     E[L_pert] rises after its minimum by more than the round-off of summing r modes
     (8(r + 1)ε relative): a path that only converges (e.g. at the noise-optimal weight decay)
     reaches its minimum up to round-off at some step, which is not a turn."""
-    tol = 8 * (r + 1) * np.finfo(np.float64).eps * max(abs(pred.min_expected_perturbed_loss),
-                                                       abs(pred.expected_perturbed_loss_at_max_steps))
+    from ._predict import roundoff_tolerance
+
+    tol = roundoff_tolerance(r) * max(abs(pred.min_expected_perturbed_loss),
+                                      abs(pred.expected_perturbed_loss_at_max_steps))
     payload["turn"] = bool(pred.rise > tol)
     if payload["turn"]:
         return pred.inflection_step

@@ -63,6 +63,12 @@ class PathSummary:
     argmin_strengths: np.ndarray | None = None
 
 
+def roundoff_tolerance(n_modes: int) -> float:
+    """Relative round-off of E[L_pert] summed over n modes in float64, 8(n + 1)ε: a rise after
+    the minimum no larger than this × |E[L_pert]| is not a turn (the path only converges)."""
+    return 8 * (int(n_modes) + 1) * float(np.finfo(np.float64).eps)
+
+
 @x64
 def summarize_path(
     teacher: Teacher,
