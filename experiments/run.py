@@ -180,12 +180,18 @@ def run_experiment(cfg: RunConfig, folder, progress: bool = True, stop_after: in
 
     result = assemble(cfg, lang, second, steps, log["train_loss"], probes, ft, tokens)
     result["theory"] = theory
-    result["params"] = count_params(params_all[0])
-    tokens_trained = (cfg.train.steps - (log["resumed_from"] or 0)) * cfg.train.batch_size * m.context
+    return finish_run(folder, result, cfg, params_all[0], log, (t_start, t_train, t_probe, t_ft))
+
+
+def finish_run(folder, result: dict, cfg, params, log: dict, times) -> dict:
+    """Add the parameter count and the timing (times = start, train, probe and fine-tuning seconds),
+    write DIR/result.json atomically, warn of diverged fine-tuning; the result as written."""
+    t_start, t_train, t_probe, t_ft = times
+    tokens_trained = (cfg.train.steps - (log["resumed_from"] or 0)) * cfg.train.batch_size * cfg.model.context
+    result["params"] = count_params(params)
     result["timing"] = {"train_s": t_train, "train_tokens_per_s": tokens_trained / t_train, "probe_s": t_probe,
-                        "finetune_s": t_ft,
-                        "total_s": time.perf_counter() - t_start, "resumed_from": log["resumed_from"],
-                        "device": str(jax.devices()[0])}
+                        "finetune_s": t_ft, "total_s": time.perf_counter() - t_start,
+                        "resumed_from": log["resumed_from"], "device": str(jax.devices()[0])}
     result = jsonable(result)
     atomic_write_json(folder / "result.json", result)
     warn_diverged(result)

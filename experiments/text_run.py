@@ -34,10 +34,10 @@ from linear_theory import __version__
 from linear_theory.output import SCHEMA_VERSION, atomic_write_json, jsonable
 
 from .finetune import FinetuneConfig, make_finetune
-from .model import GPTConfig, count_params, forward
+from .model import GPTConfig, forward
 from .presets import ProbeConfig, _variant
 from .probes import make_hessian_trace, make_noise_sweep, probe_checkpoint
-from .run import _bar, diverged_points, noise_table, open_run, pretrain, probe_all, probe_series, warn_diverged
+from .run import _bar, diverged_points, finish_run, noise_table, open_run, pretrain, probe_all, probe_series
 from .text import EMBEDDED, TOKENS, load_source, sample_windows, summary, text_tables, tokenise, vocab_size
 from .text_spectrum import bigram_loss, empirical_spectrum, first_order_map, unigram_loss
 from .train import TrainConfig, checkpoint_steps
@@ -208,14 +208,7 @@ def run_text_experiment(cfg: TextRunConfig, folder, progress: bool = True, stop_
     t_ft = time.perf_counter() - t0
 
     result = assemble_text(cfg, data, spec, steps, log["train_loss"], probes, ft)
-    result["params"] = count_params(params_all[0])
-    result["timing"] = {"train_s": t_train, "probe_s": t_probe, "finetune_s": t_ft,
-                        "total_s": time.perf_counter() - t_start, "resumed_from": log["resumed_from"],
-                        "device": str(jax.devices()[0])}
-    result = jsonable(result)
-    atomic_write_json(folder / "result.json", result)
-    warn_diverged(result)
-    return result
+    return finish_run(folder, result, cfg, params_all[0], log, (t_start, t_train, t_probe, t_ft))
 
 
 def _finetune_all(cfg, data, params_all, tokens, key, progress) -> dict:
