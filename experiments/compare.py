@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 MIN_EFFECT = 0.002  # nats per token
 MARGIN = 0.2  # relative equivalence margin for slopes and exponents
@@ -53,12 +52,16 @@ THRESHOLDS = (0.1, 0.25, 0.5, 0.75)  # prediction 2: a_k = θ s_k counts as lear
 
 def ranks(x) -> np.ndarray:
     """Average ranks (1-based), ties shared; +inf ranks last (scipy.stats.rankdata)."""
+    from scipy import stats
+
     return stats.rankdata(np.asarray(x, dtype=float), method="average")
 
 
 def spearman(x, y) -> float:
     """Spearman rank correlation (scipy.stats.spearmanr); nan when either side is constant or
     there are < 3 points."""
+    from scipy import stats
+
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
         return float("nan")
@@ -75,6 +78,8 @@ def interval(values, within_se=None, within_df=None) -> dict:
     """Mean of the per-seed `values` and its LEVEL interval: a t-interval across seeds (n ≥ 2), or with
     one seed its own standard error `within_se` with `within_df` degrees of freedom (normal when None).
     nan values (a seed where the statistic is undefined) are left out and counted."""
+    from scipy import stats
+
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], float)
     n, dropped = int(v.size), len(values) - int(v.size)
     if n >= 2:
@@ -191,6 +196,8 @@ def learning_steps(steps, strengths, targets, fraction: float = 0.5) -> np.ndarr
 def saxe_fit(t_learn, s):
     """Least squares log(step) = c − β log(s) over learned modes (scipy.stats.linregress):
     (β, se(β), c, n)."""
+    from scipy import stats
+
     ok = np.isfinite(t_learn) & (t_learn > 0)
     n = int(ok.sum())
     if n < 3:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 from .compare import learning_steps, noise_rows, paired, saxe_fit, spearman, turn_up
 
@@ -63,6 +62,8 @@ def checkpoint_noise(curve) -> float:
     (1.4826 × the median absolute deviation) of the second differences, ÷ √6, so that the few
     checkpoints where the trend truly bends do not inflate it; where the trend bends everywhere
     it over-estimates σ (a conservative verdict). nan below 4 points."""
+    from scipy import stats
+
     y = np.asarray(curve, float)
     if y.size < 4:
         return float("nan")

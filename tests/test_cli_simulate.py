@@ -104,11 +104,14 @@ def test_co_diagonal_inputs_from_cli(capsys):
 
 def test_import_and_help_load_no_jax():
     """`import linear_theory` and every subcommand's --help build without importing JAX, optax,
-    diffrax, sympy or matplotlib (names are loaded on first use; start-up stays fast)."""
+    diffrax, sympy, matplotlib, scipy or tqdm (names are loaded on first use; start-up stays
+    fast: scipy.stats alone takes over a second to import)."""
     code = ("import sys\nimport linear_theory\nfrom linear_theory.cli import build_parser\n"
-            "for argv in (['--help'], ['predict', '--help'], ['optimizers', '--help'], ['transformer', '--help']):\n"
+            "sub = [a for a in build_parser()._actions if hasattr(a, 'choices') and isinstance(a.choices, dict)][0]\n"
+            "assert len(sub.choices) >= 9, sorted(sub.choices)\n"
+            "for argv in [['--help']] + [[name, '--help'] for name in sub.choices]:\n"
             "    try:\n        build_parser().parse_args(argv)\n    except SystemExit:\n        pass\n"
-            "heavy = [m for m in ('jax', 'optax', 'diffrax', 'sympy', 'matplotlib') if m in sys.modules]\n"
+            "heavy = [m for m in ('jax', 'optax', 'diffrax', 'sympy', 'matplotlib', 'scipy', 'tqdm') if m in sys.modules]\n"
             "print(','.join(heavy), file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr[-500:]
