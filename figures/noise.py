@@ -21,6 +21,8 @@ from linear_theory import (
 )
 from linear_theory import initial_strengths, inflection_estimate, log_steps, summarize_path
 
+from linear_theory.output import index_list
+
 from . import _style as st
 from ._output import config_dict
 from ._setup import Problem, build_teacher, first_crossing
@@ -105,7 +107,7 @@ def make_sensitivity(config: SensitivityConfig = SensitivityConfig()):
         monte_carlo=dict(steps=mc_steps, sensitivity=mc_mean, stderr=mc_se, n_draws=c.n_draws),
         harmful_modes=harmful,
         predictions={
-            f"σ = {x:g}: s*, harmful modes": f"{ss:.3g}; {', '.join(map(str, harmful[f'{x:g}'])) or 'none'}"
+            f"σ = {x:g}: s*, harmful modes": f"{ss:.3g}; {index_list(harmful[f'{x:g}'])}"
             for x, ss in zip(sigmas, s_star)
         },
     )

@@ -23,6 +23,8 @@ from linear_theory import log_steps
 from linear_theory import summarize_path
 from linear_theory import detectability_along
 
+from linear_theory.output import index_list
+
 from . import _style as st
 from ._output import config_dict
 from ._setup import Problem, build_teacher, first_crossing
@@ -135,7 +137,7 @@ def make_threshold(config: ThresholdConfig = ThresholdConfig()):
         modes_learned_after_inflection=after,
         predictions={
             f"σ = {c.sigma:g}: s*, harmful modes": f"{s_star:.3g}; {int(harmful.sum())} of {s.size}",
-            "inflection step; modes learned after it": f"{turn}; {', '.join(map(str, after)) or 'none'}",
+            "inflection step; modes learned after it": f"{turn}; {index_list(after)}",
             "factor-noise detection threshold / final ‖E‖₂ / final i.i.d.-equivalent threshold":
                 f"{detect:.3g} / {floor[-1]:.3g} / {bbp:.3g}",
         },

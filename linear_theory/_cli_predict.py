@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import cli
-from .output import wrap
+from .output import index_list, wrap
 
 PREDICT_NOISE = {"absolute": "absolute", "relative-init": "init", "relative-rms": "rms", "init": "init", "rms": "rms"}
 
@@ -233,7 +233,7 @@ def run_predict(args):
     rows = [
         ["critical singular value s*", pred.critical_singular_value if np.ndim(pred.critical_singular_value) == 0
          else ", ".join(f"{x:.4g}" for x in pred.critical_singular_value)],
-        ["harmful modes (s_i < s*)", ", ".join(map(str, pred.harmful_modes)) or "none"],
+        ["harmful modes (s_i < s*)", index_list(pred.harmful_modes)],
         ["inflection step (exact argmin, GD steps)", _turn(pred, payload, teacher.rank)],
         ["inflection step estimate (GD steps)", "none (see the note)" if pred.inflection_step_estimate is None
          else pred.inflection_step_estimate],
@@ -294,12 +294,12 @@ def _rise_explanation(teacher, pred, d_hidden):
         why = "E[L_pert] is least at the last step: no rise."
     elif not harmful:
         why = (f"no mode is harmful (every s_i ≥ s*), yet E[L_pert] rises: learned modes "
-               f"{', '.join(map(str, overshoot)) or 'none'} overshoot their noisy optimum (s_i − s*/2)/d_i on the "
+               f"{index_list(overshoot)} overshoot their noisy optimum (s_i − s*/2)/d_i on the "
                f"way to s_i/d_i, each adding up to s*²/8 (÷ d_i) to E[L_pert]; the rise is that overshoot by the "
                f"modes still approaching s_i/d_i after the inflection step.")
     else:
-        why = (f"harmful modes {', '.join(map(str, sorted(harmful)))} raise E[L_pert] as they are learned "
-               f"(s_i < s*), and learned modes {', '.join(map(str, overshoot)) or 'none'} overshoot their noisy "
+        why = (f"harmful modes {index_list(harmful)} raise E[L_pert] as they are learned "
+               f"(s_i < s*), and learned modes {index_list(overshoot)} overshoot their noisy "
                f"optimum (s_i − s*/2)/d_i, each adding up to s*²/8 (÷ d_i).")
     return optimum, cost, overshoot, why
 
@@ -331,7 +331,7 @@ def _run_predict_deep(args, teacher, schedule):
         ["depth N", pred.depth],
         ["critical singular value s*_N (exact, lone mode)", pred.critical_singular_value],
         ["first order (σ²(d_in + d_out + N − 2))^(N/2)", pred.critical_singular_value_first_order],
-        ["harmful modes", ", ".join(map(str, pred.harmful_modes)) or "none"],
+        ["harmful modes", index_list(pred.harmful_modes)],
         ["inflection step (exact argmin)", _turn(pred, payload, teacher.rank)],
         ["min E[L_pert]", pred.min_expected_perturbed_loss],
         [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],
@@ -354,7 +354,7 @@ def _run_predict_lambda(args, teacher, schedule):
         ["lambda", pred.lam],
         ["critical singular value s* (λ = 0)", pred.critical_singular_value],
         ["critical singular value √(s*(s* − |λ|))", pred.lambda_critical_singular_value],
-        ["harmful modes", ", ".join(map(str, pred.harmful_modes)) or "none"],
+        ["harmful modes", index_list(pred.harmful_modes)],
         ["inflection step (exact argmin)", _turn(pred, payload, teacher.rank)],
         ["min E[L_pert]", pred.min_expected_perturbed_loss],
         [f"E[L_pert] at step {args.max_steps}", pred.expected_perturbed_loss_at_max_steps],

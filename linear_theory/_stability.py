@@ -48,8 +48,9 @@ def fixed_point_sharpness(teacher: Teacher, d_hidden: int | None = None) -> floa
     keep = kept_modes(teacher, d_hidden)
     a = fixed_point_strengths(teacher, d_hidden)
     d = teacher.variances
-    pairs = d[None, :] * (a[keep][:, None] + a[None, :])  # (kept o, mode n)
-    lam = float(pairs.max())
+    # max over kept o and all n of d_n (a_o + a_n): d_n > 0, so for each n the largest a_o
+    # wins; O(r), and the same floating-point value as the (kept × r) table's maximum.
+    lam = float(np.max(d * (a[keep].max() + a)))
     if teacher.d_in > teacher.rank:  # input directions outside span V: d_n = 1, a_n = 0
         lam = max(lam, float(a[keep].max()))
     if (~keep).any():  # kept j (rows) against left-out k (columns), residual −s_k

@@ -231,8 +231,9 @@ def sweep(
     s, d, t = pad(teacher.s - weight_decay, rp, 0.0), pad(teacher.variances, rp, 1.0), pad(teacher.targets, rp, 0.0)
     thr = pad(thr, rp, np.inf)
     grid = tuple(pad(x, sp, 0.0) for x in (noise.p1, noise.q1, noise.p2, noise.q2))
-    consts = (jnp.asarray(s), jnp.asarray(d), jnp.asarray(t), np.float64(lr), tuple(map(jnp.asarray, grid)),
-              jnp.asarray(thr), np.float64(trace), np.float64(teacher.d_out), np.float64(d_hidden))
+    # numpy arguments go straight to the compiled loop (jnp.asarray here would compile and run
+    # a conversion per array: ~0.1 s of a cold start)
+    consts = (s, d, t, np.float64(lr), grid, thr, np.float64(trace), np.float64(teacher.d_out), np.float64(d_hidden))
     a = pad(a0, rp, 0.0)
     v0 = _values(a[None], s, d, t, *grid, trace, teacher.d_out, d_hidden)[:, 0]
     state = (a, a, np.int64(0), v0, np.zeros(sp, np.int64), np.repeat(a[None], sp, 0),

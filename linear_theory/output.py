@@ -138,6 +138,20 @@ def format_table(headers, rows, max_width: int = 100) -> str:
     return "\n\n".join(out)
 
 
+def index_list(indices, empty: str = "none") -> str:
+    """Mode indices for a table, runs of consecutive ones as ranges: [0, 1, 2, 5, 7, 8] →
+    "0–2, 5, 7–8" (a tail of 2000 harmful modes stays one short cell); `empty` when none."""
+    idx = sorted(int(i) for i in indices)
+    parts, i = [], 0
+    while i < len(idx):
+        j = i
+        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
+            j += 1
+        parts.append(str(idx[i]) if j == i else f"{idx[i]}–{idx[j]}")
+        i = j + 1
+    return ", ".join(parts) or empty
+
+
 def wrap(text: str, width: int = 100, indent: str = "") -> str:
     """Wrap a paragraph to `width` characters (tables' explanatory notes)."""
     import textwrap
