@@ -123,3 +123,21 @@ def test_converging_path_is_not_called_a_turn(run_cli):
         a = a * (1 + lr * (s - lam - a)) ** 2
         vals.append(0.5 * np.sum((a - s) ** 2) + 0.5 * star * np.sum(a))  # + constants
     assert np.max(np.diff(vals)) < 1e-15  # only falls: no turn with the decay
+
+
+def test_mode_lists_print_as_ranges():
+    """index_list against the sets it must reproduce: every listed index is in the input and
+    every input index is listed (ranges expanded back), runs of ≥ 2 become "a–b"."""
+    from linear_theory.output import index_list
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        idx = sorted(set(rng.integers(0, 40, rng.integers(0, 30)).tolist()))
+        text = index_list(idx)
+        back = []
+        for part in ([] if text == "none" else text.split(", ")):
+            lo, _, hi = part.partition("–")
+            back += list(range(int(lo), int(hi or lo) + 1))
+        assert back == idx
+        assert text.count(", ") + 1 == (sum(1 for a, b in zip([-2] + idx, idx) if b != a + 1) or 1)
+    assert index_list(range(12, 2000)) == "12–1999" and index_list([]) == "none"

@@ -115,3 +115,25 @@ def test_import_and_help_load_no_jax():
             "print(','.join(heavy), file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr[-500:]
+
+
+def test_console_script_quick_exit_keeps_output_status_and_cache(tmp_path, capsys):
+    """The console script ends the process without Python's teardown of JAX: the JSON on a pipe
+    is whole and equals the in-process run, the exit status is main()'s (0 run, 2 bad usage),
+    and the persistent compilation cache written during the run is on disk afterwards."""
+    args = ["predict", "--spectrum", "power:300:1:1", "--d-in", "300", "--d-out", "300", "--d-hidden", "300",
+            "--lr", "0.5", "--sigma", "0.01", "--max-steps", "200", "--json"]
+    cache = tmp_path / "cache"
+    proc = subprocess.run([sys.executable, "-m", "linear_theory.cli", *args, "--compile-cache", str(cache)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert main(args) == 0
+    here = json.loads(capsys.readouterr().out)
+    there = json.loads(proc.stdout)
+    for d in (here, there):
+        d.pop("timing", None), d.get("config", {}).pop("compile_cache", None)
+    assert there == here
+    assert any(p.is_file() for p in cache.rglob("*"))
+    bad = subprocess.run([sys.executable, "-m", "linear_theory.cli", "predict", "--no-such-option"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "error" in bad.stderr and bad.stdout == ""
