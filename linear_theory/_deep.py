@@ -195,8 +195,8 @@ def deep_gd_modes(teacher: Teacher, lr, checkpoints, depth: int, init_strength=1
     a = np.empty((c.size, teacher.rank))
     fin = np.isfinite(c)
     if fin.any():
-        b = _factor_map(jnp.asarray(b0), jnp.asarray(teacher.s), jnp.asarray(teacher.variances), lr,
-                        jnp.asarray(finite_gaps(c)), depth, schedule)
+        b = _factor_map(jax.device_put(b0), jax.device_put(teacher.s), jax.device_put(teacher.variances), lr,
+                        jax.device_put(finite_gaps(c)), depth, schedule)
         a[fin] = np.asarray(b) ** depth
     a[~fin] = np.where(b0 > 0, teacher.targets, 0.0)
     return _modal_trajectory(teacher, c, STEPS, a, depth, h, f"exact per-mode GD map, depth {depth}", lr=lr)
@@ -252,9 +252,9 @@ def simulate_deep_gd(teacher: Teacher, depth: int, d_hidden: int, lr, checkpoint
     if [W.shape for W in Ws] != layer_sizes(teacher, d_hidden, depth):
         raise ValueError(f"layers must have shapes {layer_sizes(teacher, d_hidden, depth)}")
     whitened = teacher.input_variances is None
-    consts = [jnp.asarray(x) for x in (teacher.matrix, teacher.input_covariance, teacher.correlation,
+    consts = [jax.device_put(x) for x in (teacher.matrix, teacher.input_covariance, teacher.correlation,
                                        teacher.U, teacher.V)]
-    out = _deep_run([jnp.asarray(W) for W in Ws], lr, jnp.asarray(finite_gaps(c)), *consts, schedule, whitened)
+    out = _deep_run([jax.device_put(W) for W in Ws], lr, jax.device_put(finite_gaps(c)), *consts, schedule, whitened)
     norms = np.asarray(out["norms"])
     traj = Trajectory(times=c, time_unit=STEPS, mode_strengths=np.asarray(out["a"]), loss=np.asarray(out["loss"]),
                       w1_sq_norm=norms[:, 0], w2_sq_norm=norms[:, -1], teacher=teacher, d_hidden=d_hidden,
@@ -465,10 +465,10 @@ def predict_deep(teacher: Teacher, lr: float, sigma: float, max_steps: int, dept
     epl = evaluate(b0[None] ** depth)
     best, k = float(epl[0]), 0
     learned = np.where(b0**depth >= teacher.s / 2, 0, -1)
-    x, done = jnp.asarray(b0), 0
+    x, done = jax.device_put(b0), 0
     while done < max_steps:
         n = min(BLOCK, max_steps - done)
-        X = _factor_block(x, done, jnp.asarray(teacher.s), lr, BLOCK, depth, schedule)
+        X = _factor_block(x, done, jax.device_put(teacher.s), lr, BLOCK, depth, schedule)
         a = np.asarray(X)[:n] ** depth
         epl = evaluate(a)
         i = int(np.argmin(epl))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ._gd_full import loss_and_grads, simulate_gd
@@ -200,7 +199,7 @@ def _finetune_checkpoints(teacher: Teacher, B, pre, finetune_lr: float, finetune
     Sxx = teacher.input_covariance
     whitened = teacher.input_variances is None
     run = jax.vmap(lambda w1, w2: _finetune(w1, w2, B, Sxx, finetune_lr, finetune_l2, int(finetune_steps), whitened))
-    W1f, W2f = (np.asarray(x) for x in run(jnp.asarray(pre.W1), jnp.asarray(pre.W2)))
+    W1f, W2f = (np.asarray(x) for x in run(jax.device_put(pre.W1), jax.device_put(pre.W2)))
 
     A = teacher.matrix
 

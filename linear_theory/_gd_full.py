@@ -64,7 +64,16 @@ def loss_and_grads(W1, W2, A, Sxx, Syx, whitened: bool):
 
 
 @jax.jit(static_argnames=("schedule", "whitened", "record_weights"))
-def _run(W1, W2, lr, wd1, wd2, gaps, A, Sxx, Syx, U, V, schedule, whitened, record_weights):
+def _run(W1, W2, lrs, wd1, wd2, gaps, A, Sxx, Syx, U, V, schedule, whitened, record_weights):
+    """GD from each of B initial weights (B, h, d_in), (B, d_out, h) at each of L rates (L,):
+    the recorded values with leading axes (B, L) (vmapped inside one compiled program, so no
+    eager re-layout of the outputs follows)."""
+    run = lambda w1, w2, eta: _run_one(w1, w2, eta, wd1, wd2, gaps, A, Sxx, Syx, U, V,  # noqa: E731
+                                       schedule, whitened, record_weights)
+    return jax.vmap(jax.vmap(run, in_axes=(None, None, 0)), in_axes=(0, 0, None))(W1, W2, lrs)
+
+
+def _run_one(W1, W2, lr, wd1, wd2, gaps, A, Sxx, Syx, U, V, schedule, whitened, record_weights):
     def step(state, k):
         W1, W2 = state
         _, g2, g1 = loss_and_grads(W1, W2, A, Sxx, Syx, whitened)
@@ -107,7 +116,7 @@ def _given_weights(teacher: Teacher, d_hidden: int, W1, W2):
     if not (np.all(np.isfinite(W1)) and np.all(np.isfinite(W2))):
         raise ValueError("initial weights must be finite")
     index = np.arange(W1.shape[0]) if W1.ndim == 3 else np.asarray(0)
-    return jnp.asarray(W1.reshape((-1,) + W1.shape[-2:])), jnp.asarray(W2.reshape((-1,) + W2.shape[-2:])), index
+    return jax.device_put(W1.reshape((-1,) + W1.shape[-2:])), jax.device_put(W2.reshape((-1,) + W2.shape[-2:])), index
 
 
 @x64
@@ -163,16 +172,16 @@ def simulate_gd(
     else:
         seeds = np.asarray(seed)
         inits = [init_weights(teacher, d_hidden, init, init_strength, init_std, int(sd)) for sd in seeds.reshape(-1)]
-        W1_0 = jnp.asarray(np.stack([w[0] for w in inits]))
-        W2_0 = jnp.asarray(np.stack([w[1] for w in inits]))
+        W1_0 = jax.device_put(np.stack([w[0] for w in inits]))
+        W2_0 = jax.device_put(np.stack([w[1] for w in inits]))
     whitened = teacher.input_variances is None
-    consts = [jnp.asarray(x) for x in (teacher.matrix, teacher.input_covariance, teacher.correlation, teacher.U, teacher.V)]
-    gaps = jnp.asarray(finite_gaps(c))
+    consts = [jax.device_put(x) for x in (teacher.matrix, teacher.input_covariance, teacher.correlation, teacher.U, teacher.V)]
+    gaps = jax.device_put(finite_gaps(c))
     fin = np.isfinite(c)
-    run = lambda w1, w2, eta: _run(w1, w2, eta, wd1, wd2, gaps, *consts, schedule, whitened, record_weights)
-    # vmap over seeds (outer) and learning rates (inner).
-    batched = jax.vmap(jax.vmap(run, in_axes=(None, None, 0)), in_axes=(0, 0, None))
-    out = {k: np.asarray(v) for k, v in batched(W1_0, W2_0, jnp.asarray(lrs.reshape(-1))).items()} if fin.any() else {}
+    out = {}
+    if fin.any():  # vmapped over seeds (outer) and learning rates (inner)
+        res = _run(W1_0, W2_0, lrs.reshape(-1), wd1, wd2, gaps, *consts, schedule, whitened, record_weights)
+        out = {k: np.asarray(v) for k, v in res.items()}
 
     batch = (seeds.size, lrs.size)
     T = c.size

@@ -130,13 +130,13 @@ def gd_modes(
     a = np.empty((c.size, teacher.rank))
     n1, n2 = np.empty(c.size), np.empty(c.size)  # ‖W1‖², ‖W2‖² (= Σa when the decay is equal)
     fin = np.isfinite(c)
-    s, d, gaps = jnp.asarray(teacher.s - l1), jnp.asarray(teacher.variances), jnp.asarray(finite_gaps(c))
+    s, d, gaps = (jax.device_put(x) for x in (teacher.s - l1, teacher.variances, finite_gaps(c)))
     if fin.any() and l1 == l2:
-        a[fin] = np.asarray(_map_scan(jnp.asarray(a0), s, d, lr, gaps, schedule))
+        a[fin] = np.asarray(_map_scan(jax.device_put(a0), s, d, lr, gaps, schedule))
         n1[fin] = n2[fin] = a[fin].sum(-1)
     elif fin.any():
         b = np.sqrt(a0)
-        b1, b2 = (np.asarray(x) for x in _factor_scan(b, b, jnp.asarray(teacher.s), d, lr, l1, l2, gaps, schedule))
+        b1, b2 = (np.asarray(x) for x in _factor_scan(b, b, jax.device_put(teacher.s), d, lr, l1, l2, gaps, schedule))
         a[fin], n1[fin], n2[fin] = b1 * b2, (b1**2).sum(-1), (b2**2).sum(-1)
     if (~fin).any():
         if l1 == l2 == 0:

@@ -369,10 +369,10 @@ def predict_lambda(teacher: Teacher, lr: float, sigma: float, max_steps: int, la
     half = teacher.s / 2 if l1 == l2 == 0 else decayed_fixed_point(teacher, (l1, l2), h)[0] / 2
     half = np.where(half > 0, half, np.inf)  # a mode decayed to 0 is never learned
     learned = np.where(b1 * b2 >= half, 0, -1)
-    x1, x2, done = jnp.asarray(b1), jnp.asarray(b2), 0
+    x1, x2, done = jax.device_put(b1), jax.device_put(b2), 0
     while done < max_steps:
         n = min(BLOCK, max_steps - done)
-        X1, X2 = _factor_block(x1, x2, done, jnp.asarray(teacher.s), lr, BLOCK, schedule, l1, l2)
+        X1, X2 = _factor_block(x1, x2, done, jax.device_put(teacher.s), lr, BLOCK, schedule, l1, l2)
         B1, B2 = np.asarray(X1)[:n], np.asarray(X2)[:n]
         epl, sens = evaluate(B1, B2)
         i = int(np.argmin(epl))

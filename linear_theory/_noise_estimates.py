@@ -59,7 +59,7 @@ def _rademacher(rng, shape):
 def _split(Z, W1, W2):
     """(chunk, h·d_in + d_out·h) draws as (chunk, h, d_in) and (chunk, d_out, h) arrays."""
     m = W1.shape[-2] * W1.shape[-1]
-    return jnp.asarray(Z[:, :m].reshape((-1,) + W1.shape[-2:])), jnp.asarray(Z[:, m:].reshape((-1,) + W2.shape[-2:]))
+    return jax.device_put(Z[:, :m].reshape((-1,) + W1.shape[-2:])), jax.device_put(Z[:, m:].reshape((-1,) + W2.shape[-2:]))
 
 
 def _run_chunks(fn, chunks, W1, W2, *args):
@@ -139,12 +139,12 @@ def monte_carlo_perturbed_loss(
     mean, var = _stream_chunks(
         _mc_chunk,
         _chunks(_generator(seed), n, _chunk_size(n, per_draw), h * d_in + d_out * h, _normal),
-        jnp.asarray(W1.reshape((B, h, d_in))),
-        jnp.asarray(W2.reshape((B, d_out, h))),
-        jnp.asarray(teacher.matrix),
-        None if Sx is None else jnp.asarray(Sx),
-        jnp.asarray(s1.reshape(B)),
-        jnp.asarray(s2.reshape(B)),
+        jax.device_put(W1.reshape((B, h, d_in))),
+        jax.device_put(W2.reshape((B, d_out, h))),
+        jax.device_put(teacher.matrix),
+        None if Sx is None else jax.device_put(Sx),
+        jax.device_put(s1.reshape(B)),
+        jax.device_put(s2.reshape(B)),
         progress=progress,
     )
     return mean.reshape(batch), (np.sqrt(var) / np.sqrt(n)).reshape(batch)
@@ -198,9 +198,9 @@ def hutchinson_hessian_trace(
     samples = _run_chunks(
         _hutchinson_chunk,
         _chunks(_generator(seed), n, _chunk_size(n, per_probe), h * d_in + d_out * h, _rademacher),
-        jnp.asarray(W1.reshape((B, h, d_in))),
-        jnp.asarray(W2.reshape((B, d_out, h))),
-        jnp.asarray(teacher.matrix),
-        None if Sx is None else jnp.asarray(Sx),
+        jax.device_put(W1.reshape((B, h, d_in))),
+        jax.device_put(W2.reshape((B, d_out, h))),
+        jax.device_put(teacher.matrix),
+        None if Sx is None else jax.device_put(Sx),
     )
     return samples.mean(axis=0).reshape(batch), (samples.std(axis=0, ddof=1) / np.sqrt(n)).reshape(batch)

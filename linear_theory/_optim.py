@@ -166,11 +166,11 @@ def train_optax(
     opt = make_optimizer(optimizer, lr, schedule, **opt_kwargs)
     if weights is None:
         weights = init_weights(teacher, d_hidden, init, init_strength, init_std, seed)
-    W1, W2 = (jnp.asarray(np.asarray(w, dtype=np.float64)) for w in weights)
+    W1, W2 = (jax.device_put(np.asarray(w, dtype=np.float64)) for w in weights)
     if W1.shape != (d_hidden, teacher.d_in) or W2.shape != (teacher.d_out, d_hidden):
         raise ValueError("weights must be (d_hidden, d_in) and (d_out, d_hidden)")
-    A, Sxx, U, V = (jnp.asarray(x) for x in (teacher.matrix, teacher.input_covariance, teacher.U, teacher.V))
-    root = jnp.asarray(np.linalg.cholesky(teacher.input_covariance))
+    A, Sxx, U, V = (jax.device_put(x) for x in (teacher.matrix, teacher.input_covariance, teacher.U, teacher.V))
+    root = jax.device_put(np.linalg.cholesky(teacher.input_covariance))
     key = jax.random.key(seed)
 
     def batch_loss(p, k):
@@ -216,7 +216,7 @@ def train_optax(
     trace = float(np.trace(teacher.input_covariance))
     h = d_hidden
     B1, B2 = np.asarray(buf[0]), np.asarray(buf[1])
-    top = np.array([float(_hessian_top(jnp.asarray(b1), jnp.asarray(b2), A, Sxx)) for b1, b2 in zip(B1, B2)])
+    top = np.array([float(_hessian_top(jax.device_put(b1), jax.device_put(b2), A, Sxx)) for b1, b2 in zip(B1, B2)])
     epl = np.array([loss + noise_penalty(w1m, n2, trace, teacher.d_out, h, s**2, s**2) for s in sig]).reshape(
         sig.size, n + 1)
     return OptimRun(
