@@ -53,7 +53,7 @@ def make_schedules(config: SchedulesConfig = SchedulesConfig()):
         curves[kind] = dict(
             expected_perturbed_loss=modal_expected_perturbed_loss(teacher, traj.mode_strengths, c.d_hidden, c.sigma),
             clean_loss=traj.loss,
-            learning_rate=c.lr * np.array([float(sched(k)) for k in steps]),
+            learning_rate=c.lr * sched.values(steps),
             inflection_step=res["inflection_step"],
             rise=res["expected_perturbed_loss_at_max_steps"] - res["min_expected_perturbed_loss"],
         )

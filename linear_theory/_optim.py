@@ -208,10 +208,9 @@ def train_optax(
 
         buf = put(buf, params, 0)
         (_, _, buf), rec = jax.lax.scan(step, (params, state, buf), jnp.arange(n))
-        return rec, buf
+        return record(params), rec, buf
 
-    rec, buf = run((W1, W2))
-    first = record((W1, W2))
+    first, rec, buf = run((W1, W2))
     a, loss, w1m, n1, n2 = (np.concatenate([np.asarray(f)[None], np.asarray(r)]) for f, r in zip(first, rec))
     trace = float(np.trace(teacher.input_covariance))
     h = d_hidden
@@ -222,7 +221,7 @@ def train_optax(
     return OptimRun(
         optimizer=optimizer, steps=np.arange(n + 1), mode_strengths=a, loss=loss, w1_sq_norm=n1,
         w2_sq_norm=n2, hessian_trace=trace * n2 + teacher.d_out * w1m, sigmas=sig, expected_perturbed_loss=epl,
-        checkpoint_steps=ck, sharpness=top, rate=np.array([lr * float(schedule(k)) for k in ck]), W1=B1, W2=B2,
+        checkpoint_steps=ck, sharpness=top, rate=lr * schedule.values(ck), W1=B1, W2=B2,
     )
 
 

@@ -62,5 +62,35 @@ class Schedule:
             return 1.0  # what optax.constant_schedule(1.0) gives, without importing optax
         return self.optax()(step)
 
+    def values(self, steps):
+        """The multipliers at integer `steps` as a float64 numpy array: one compiled, vectorised
+        evaluation in float64 with int64 steps, as inside the theory's loops (calling the
+        schedule step by step outside them runs each operation eagerly, and in float32 unless
+        x64 is on)."""
+        import numpy as np
+
+        k = np.asarray(steps, dtype=np.int64)
+        if self.kind == "constant":
+            return np.ones(k.shape)
+        import jax
+
+        with jax.enable_x64(True):
+            return np.asarray(_evaluate(self, k), dtype=np.float64)
+
+
+def _evaluate(schedule: Schedule, steps):
+    """schedule(steps) compiled once per schedule (steps: int64 array)."""
+    global _evaluate_jit
+    if _evaluate_jit is None:
+        import jax
+        import jax.numpy as jnp
+
+        _evaluate_jit = jax.jit(lambda sched, k: jnp.asarray(sched(k), jnp.float64) * jnp.ones(k.shape),
+                                static_argnums=0)
+    return _evaluate_jit(schedule, steps)
+
+
+_evaluate_jit = None
+
 
 CONSTANT = Schedule()

@@ -92,13 +92,8 @@ def cumulative_rate(schedule: Schedule, steps) -> np.ndarray:
     float64: the flow time per unit of peak rate after n steps."""
     steps = np.asarray(steps, dtype=np.float64)
     finite = np.isfinite(steps)
-    import jax
-    import jax.numpy as jnp
-
     n = int(steps[finite].max()) if finite.any() else 0
-    with jax.enable_x64(True):
-        mult = np.asarray(schedule(jnp.arange(n, dtype=jnp.float64)), dtype=np.float64)
-    cum = np.concatenate([[0.0], np.cumsum(np.broadcast_to(mult, (n,)))])
+    cum = np.concatenate([[0.0], np.cumsum(schedule.values(np.arange(n)))])
     out = np.full(steps.shape, np.inf)
     out[finite] = cum[steps[finite].astype(np.int64)]
     return out

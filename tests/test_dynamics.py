@@ -179,3 +179,20 @@ def test_gd_map_extreme_inputs_stay_finite_and_converge(s, log_a0, lr_frac):
     assert np.all(np.isfinite(a)) and np.all(a > 0)
     if settle.max() < 5e6:
         np.testing.assert_allclose(a[-1], s, rtol=1e-8)
+
+
+@pytest.mark.parametrize("sched", [Schedule(), Schedule("cosine", total_steps=300, warmup_steps=40, final_fraction=0.1),
+                                   Schedule("wsd", total_steps=300, warmup_steps=25, decay_fraction=0.3)])
+def test_schedule_values_match_stepwise_float64(sched):
+    """Schedule.values (one compiled vectorised call) against the schedule called step by step
+    with x64 on, as the theory's loops see it; the closed forms at a few steps."""
+    import jax
+
+    steps = np.arange(0, 301, 7)
+    with jax.enable_x64(True):
+        stepwise = np.array([float(sched(np.int64(k))) for k in steps])
+    np.testing.assert_allclose(sched.values(steps), stepwise, rtol=1e-14, atol=1e-16)
+    if sched.kind == "cosine":  # warmup 40 linear from 0, then 0.1 + 0.9 · ½(1 + cos(π (k − 40)/260))
+        k = np.array([20, 40, 170, 300])
+        ref = np.where(k < 40, k / 40, 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * (k - 40) / 260)))
+        np.testing.assert_allclose(sched.values(k), ref, rtol=1e-13, atol=1e-15)

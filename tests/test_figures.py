@@ -3,6 +3,7 @@ theory through independent package functions, its files written; and the CLI con
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -220,8 +221,10 @@ def test_schedules_mark_the_predicted_turns(made):
         p = predict(teacher, cfg.lr, cfg.sigma, cfg.max_steps, cfg.init_strength, cfg.d_hidden, schedule=sched)
         assert cur["inflection_step"] == p.inflection_step
         assert data["steps"][np.argmin(cur["expected_perturbed_loss"])] == p.inflection_step
-        for k in (0, cfg.max_steps // 2, cfg.max_steps - 1):
-            assert cur["learning_rate"][k] == pytest.approx(cfg.lr * float(sched(k)))
+        for k in (0, cfg.max_steps // 2, cfg.max_steps - 1):  # the float64 rate the dynamics use
+            with jax.enable_x64(True):
+                expected = cfg.lr * float(sched(np.int64(k)))
+            assert cur["learning_rate"][k] == pytest.approx(expected, rel=1e-12, abs=1e-15)
         rises[kind] = cur["rise"]
     assert rises["cosine"] < rises["constant"] and rises["wsd"] < rises["constant"]
 
