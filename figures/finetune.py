@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from linear_theory import finetune_sweep, finetune_target, log_steps
+from linear_theory import Schedule, finetune_grid, finetune_target, log_steps
 
 from . import _style as st
 from ._output import config_dict
@@ -59,11 +59,14 @@ def make_finetune(config: FinetuneConfig = FinetuneConfig()):
     teacher = build_teacher(c.spectrum, c.d_in, c.d_out, c.teacher_seed)
     B = finetune_target(teacher, "rank", c.change_size, c.change_rank, c.change_seed)
     T = pretrain_checkpoints(c.max_steps, c.n_checkpoints)
+    # one pre-training; every (η_ft, λ) fine-tuning of every checkpoint in one compiled call
+    grid = finetune_grid(teacher, B, c.d_hidden, c.lr, T, c.finetune_lrs, [c.finetune_steps], c.finetune_l2s,
+                         {"constant": Schedule()}, "aligned", c.init_strength, None, c.seed)
+    by_pair = {(row[1], row[3]): r for row, r in zip(grid.rows, grid.sweeps)}
     runs = []
     for lam in c.finetune_l2s:
         for eta in c.finetune_lrs:
-            r = finetune_sweep(teacher, B, c.d_hidden, c.lr, T, eta, c.finetune_steps, lam, "aligned",
-                               c.init_strength, None, c.seed)
+            r = by_pair[(float(eta), float(lam))]
             runs.append(dict(finetune_lr=eta, finetune_l2=lam, pretrain_loss_after=r.pretrain_loss_after,
                              finetune_loss_after=r.finetune_loss_after, turning_step=r.turning_step,
                              turning_is_interior=r.turning_is_interior,

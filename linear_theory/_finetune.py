@@ -69,6 +69,15 @@ def _finetune(W1, W2, B, Sxx, lr, l2, steps, whitened):
     return W1, W2
 
 
+@jax.jit(static_argnames=("steps", "whitened"))
+def _finetune_many(W1, W2, B, Sxx, lrs, l2s, steps, whitened):
+    """`_finetune` from every checkpoint (T, h, d_in), (T, d_out, h) at every (η_ft, λ) pair
+    (G,), vmapped inside one compiled program: weights (G, T, ...)."""
+    one = lambda w1, w2, lr, l2: _finetune(w1, w2, B, Sxx, lr, l2, steps, whitened)  # noqa: E731
+    over_checkpoints = jax.vmap(one, in_axes=(0, 0, None, None))
+    return jax.vmap(over_checkpoints, in_axes=(None, None, 0, 0))(W1, W2, lrs, l2s)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class FinetuneSweep:
     """Losses after fine-tuning each pre-training checkpoint; time in GD steps.
@@ -189,18 +198,26 @@ def finetune_sweep(
     pre = simulate_gd(teacher, d_hidden, lr, T, init=init, init_strength=init_strength, init_std=init_std,
                       seed=seed, schedule=schedule, record_weights=True,
                       weight_decay=weight_decay)
-    return _finetune_checkpoints(teacher, B, pre, finetune_lr, int(finetune_steps), finetune_l2)
+    return _finetune_checkpoints(teacher, B, pre, [finetune_lr], int(finetune_steps), [finetune_l2])[0]
 
 
-def _finetune_checkpoints(teacher: Teacher, B, pre, finetune_lr: float, finetune_steps: int,
-                          finetune_l2: float) -> FinetuneSweep:
-    """Fine-tune every checkpoint of a pre-training run `pre` (recorded weights) on B."""
-    T = pre.times
+def _finetune_checkpoints(teacher: Teacher, B, pre, finetune_lrs, finetune_steps: int, finetune_l2s) -> list:
+    """Fine-tune every checkpoint of a pre-training run `pre` (recorded weights) on B with K =
+    finetune_steps at each pair (finetune_lrs[g], finetune_l2s[g]): one `FinetuneSweep` per pair."""
     Sxx = teacher.input_covariance
     whitened = teacher.input_variances is None
-    run = jax.vmap(lambda w1, w2: _finetune(w1, w2, B, Sxx, finetune_lr, finetune_l2, int(finetune_steps), whitened))
-    W1f, W2f = (np.asarray(x) for x in run(jax.device_put(pre.W1), jax.device_put(pre.W2)))
+    lrs, l2s = np.asarray(finetune_lrs, np.float64), np.asarray(finetune_l2s, np.float64)
+    W1f, W2f = (np.asarray(x) for x in _finetune_many(pre.W1, pre.W2, B, Sxx, lrs, l2s, int(finetune_steps),
+                                                       whitened))
+    return [_finetune_summary(teacher, B, pre, W1f[g], W2f[g], float(lrs[g]), int(finetune_steps), float(l2s[g]))
+            for g in range(lrs.size)]
 
+
+def _finetune_summary(teacher: Teacher, B, pre, W1f, W2f, finetune_lr: float, finetune_steps: int,
+                      finetune_l2: float) -> FinetuneSweep:
+    """Losses and the first-order check of one fine-tuning of every checkpoint (weights W1f, W2f)."""
+    T = pre.times
+    Sxx = teacher.input_covariance
     A = teacher.matrix
 
     def loss(W1, W2, M):
@@ -263,15 +280,22 @@ def finetune_grid(
     lists; each schedule (name → `Schedule`) is pre-trained once and its checkpoints reused."""
     T = check_checkpoints(pretrain_steps, allow_inf=False)
     B = np.asarray(target, dtype=np.float64)
+    for ft_lr in finetune_lrs:
+        for K in finetune_steps:
+            for l2 in finetune_l2s:
+                if not np.isfinite(ft_lr) or ft_lr <= 0 or int(K) != K or K < 1 or not np.isfinite(l2) or l2 < 0:
+                    raise ValueError("fine-tuning rates must be positive, steps positive integers, L2 ≥ 0")
+    pairs = [(float(ft_lr), float(l2)) for ft_lr in finetune_lrs for l2 in finetune_l2s]
     rows, sweeps = [], []
     for name, schedule in schedules.items():
         pre = simulate_gd(teacher, d_hidden, lr, T, init=init, init_strength=init_strength, init_std=init_std,
                           seed=seed, schedule=schedule, record_weights=True, weight_decay=weight_decay)
+        # every (η_ft, λ) pair at once, one compiled program per K (a static loop length)
+        by_k = {int(K): _finetune_checkpoints(teacher, B, pre, [p[0] for p in pairs], int(K), [p[1] for p in pairs])
+                for K in finetune_steps}
         for ft_lr in finetune_lrs:
             for K in finetune_steps:
                 for l2 in finetune_l2s:
-                    if not np.isfinite(ft_lr) or ft_lr <= 0 or int(K) != K or K < 1 or not np.isfinite(l2) or l2 < 0:
-                        raise ValueError("fine-tuning rates must be positive, steps positive integers, L2 ≥ 0")
                     rows.append((name, float(ft_lr), int(K), float(l2)))
-                    sweeps.append(_finetune_checkpoints(teacher, B, pre, float(ft_lr), int(K), float(l2)))
+                    sweeps.append(by_k[int(K)][pairs.index((float(ft_lr), float(l2)))])
     return FinetuneGrid(rows, sweeps)
