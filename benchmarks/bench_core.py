@@ -247,8 +247,7 @@ def main():
     ratios = matmul_ratio(n)
     print(f"   float64 {n}×{n} matmul, XLA (in a compiled loop) against numpy's BLAS, same process, 5 interleaved "
           f"trials: XLA runs at {np.median(ratios):.2f}× numpy's rate (trials {' '.join(f'{x:.2f}' for x in ratios)}); "
-          "the GD step is three such products, so the whole-process ratio of section 4 cannot fall below about "
-          "1 / this (plus JAX's import and compilation)")
+          "a GD step is three such products plus elementwise updates (numpy makes temporaries for those)")
     print(f"\nload average at the end: {os.getloadavg()}")
     del np
 
