@@ -1,6 +1,6 @@
 """Core speed, measured side by side in one run on this machine (issue 12's targets).
 
-    python benchmarks/bench_core.py [--quick]
+    python benchmarks/bench_core.py [--quick] [--rounds N]
 
 Prints, each against the obvious numpy program:
 
@@ -22,8 +22,11 @@ Prints, each against the obvious numpy program:
    the two sums 7), so its fraction is 13 × mode-steps/s / peak — an upper bound on what
    an elementwise loop can reach, since it cannot use FMA at the matmul's rate.
 
-The machine is shared: the load average is printed first, and CPU times are printed next
-to wall times (CPU time is less sensitive to other processes on the same cores). Every
+The machine is shared and its speed drifts (the same numpy loop has taken anywhere from 3 s to
+6 s within an hour here): the whole-process comparisons run N interleaved rounds (numpy, then
+each linear-theory variant, then again) and print medians, with each ratio taken within a
+round and given as median [min–max] over rounds. The load average is printed first, and CPU
+times next to wall times (CPU time is less sensitive to other processes on the same cores). Every
 child process runs before this process imports JAX or numpy: a forked child's peak RSS
 counts the parent's pages until it execs, so the parent stays small (≈ 10 MB) meanwhile.
 """
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -87,6 +91,37 @@ def run_process(args, env=None):
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{args} failed: {err[-500:]}")
     return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+
+
+def rounds(size, reference, contenders, n_rounds):
+    """Run the reference process and each contender in turn, n_rounds times (interleaved, so
+    that a slow spell of the shared machine hits both sides), and print per process the
+    median wall / CPU s and largest peak MB, and for each contender the median [min–max] over
+    rounds of its wall time ÷ the reference's in the same round.
+
+    reference: list of (label, short name, argv, env); contenders: list of (label, argv, env,
+    prepare), prepare None or an argv run (untimed) before that round's timed run."""
+    short = {label: name for label, name, *_ in reference}
+    reference = [(label, argv, env, None) for label, _, argv, env in reference]
+    results = {label: [] for label, *_ in reference + contenders}
+    for _ in range(n_rounds):
+        for label, argv, env, prepare in reference + contenders:
+            if prepare is not None:
+                run_process(prepare, env)
+            results[label].append(run_process(argv, env))
+    ref = {label: [x[0] for x in results[label]] for label, *_ in reference}
+    for label, *_ in reference + contenders:
+        res = results[label]
+        note = ""
+        if label not in ref:
+            note = "; ".join(
+                f"÷ {short[name]}: {_spread([x[0] / y for x, y in zip(res, walls)])}" for name, walls in ref.items())
+        row(label, size, statistics.median(x[0] for x in res), statistics.median(x[1] for x in res),
+            max(x[2] for x in res), note)
+
+
+def _spread(values):
+    return f"{statistics.median(values):.2f}× [{min(values):.2f}–{max(values):.2f}]"
 
 
 def cli(*args):
@@ -172,25 +207,26 @@ def sweep_rates(quick):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
-    quick = ap.parse_args().quick
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="interleaved rounds of each whole-process comparison (default 3; 1 with --quick)")
+    opts = ap.parse_args()
+    quick = opts.quick
+    reps = opts.rounds or (1 if quick else 3)
     print(f"load average (1, 5, 15 min): {os.getloadavg()}; {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
     off = {"LINEAR_THEORY_COMPILE_CACHE": "off"}
 
     # 1. predict, whole process, against the numpy loop.
-    header("1. predict, 2000 modes, whole process (cache off) vs numpy loop process")
+    header(f"1. predict, 2000 modes, whole process vs numpy loop process ({reps} interleaved rounds: medians)")
     r = 2000
     warm = tempfile.mkdtemp(prefix="lt-bench-cache-")
     for n in ((10_000, 100_000) if quick else (100_000, 1_000_000)):
-        np_run = run_process([sys.executable, "-c", NUMPY_LOOP, str(r), str(n)])
-        row("numpy loop (min of perturbed loss)", f"{r}×{n:.0e}", *np_run)
         args = ("predict", "--spectrum", f"power:{r}:1:1", "--d-in", str(r), "--d-out", str(r), "--d-hidden", str(r),
                 "--lr", "0.5", "--sigma", "0.01", "--max-steps", str(n), "--json")
-        for label, extra, env in (("cache off", (), off), ("cache warm", ("--compile-cache", warm), None)):
-            if label == "cache warm":
-                run_process(cli(*args[:-3], "--max-steps", "10", "--json", *extra))  # fills the cache
-            pr = run_process(cli(*args, *extra), env)
-            row(f"linear-theory predict ({label})", f"{r}×{n:.0e}", *pr,
-                f"wall {pr[0] / np_run[0]:.2f}× numpy, CPU {pr[1] / np_run[1]:.2f}×")
+        fill = cli(*args[:-3], "--max-steps", "10", "--json", "--compile-cache", warm)  # compiles into the cache
+        rounds(f"{r}×{n:.0e}", [("numpy loop (min of perturbed loss)", "numpy",
+                                 [sys.executable, "-c", NUMPY_LOOP, str(r), str(n)], None)],
+               [("linear-theory predict (cache off)", cli(*args), off, None),
+                ("linear-theory predict (cache warm)", cli(*args, "--compile-cache", warm), None, fill)], reps)
 
     # 3. start-up.
     header("3. start-up (best of 5 processes)")
@@ -210,18 +246,16 @@ def main():
         # 4. full-matrix GD.
         header("4. full-matrix GD, d_in = h = d_out = 256, whole process")
         n, steps = 256, (200 if quick else 2000)
-        np_gd = run_process([sys.executable, "-c", NUMPY_GD, str(n), str(steps)])
-        row("numpy loop", f"{n}³×{steps}", *np_gd)
-        one = run_process([sys.executable, "-c", NUMPY_GD, str(n), str(steps)], {"OPENBLAS_NUM_THREADS": "1"})
-        row("numpy loop, one BLAS thread", f"{n}³×{steps}", *one, "(2 BLAS threads can thrash on a busy machine)")
         sim = ("simulate", "--d-in", str(n), "--d-hidden", str(n), "--d-out", str(n), "--spectrum",
                f"power:{n}:1:1", "--init", "random", "--init-std", "1e-3", "--lr", "0.5", "--checkpoints",
                str(steps), "--json")
-        for label, extra, env in (("cache off", (), off), ("cache cold", ("--compile-cache", cache), None),
-                                  ("cache warm", ("--compile-cache", cache), None)):
-            res = run_process(cli(*sim, *extra), env)
-            row(f"linear-theory simulate ({label})", f"{n}³×{steps}", *res,
-                f"wall {res[0] / np_gd[0]:.2f}× numpy, {res[0] / one[0]:.2f}× numpy 1 thread")
+        gd_cache = tempfile.mkdtemp(prefix="lt-bench-gd-cache-")
+        fill = cli(*sim[:-2], "10", "--json", "--compile-cache", gd_cache)
+        rounds(f"{n}³×{steps}", [("numpy loop", "numpy", [sys.executable, "-c", NUMPY_GD, str(n), str(steps)], None),
+                                 ("numpy loop, one BLAS thread", "numpy 1 thread",
+                                  [sys.executable, "-c", NUMPY_GD, str(n), str(steps)], {"OPENBLAS_NUM_THREADS": "1"})],
+               [("linear-theory simulate (cache off)", cli(*sim), off, None),
+                ("linear-theory simulate (cache warm)", cli(*sim, "--compile-cache", gd_cache), None, fill)], reps)
 
     # 2. the fused sweep after compilation.
     print("\n2. fused sweep after compilation, 2000 modes (in process; mode-steps/s, best of 3)")
