@@ -21,6 +21,7 @@ from pathlib import Path
 
 ENV = "LINEAR_THEORY_COMPILE_CACHE"
 OFF = "off"
+MAX_BYTES = 512 * 2**20  # the cache folder's size limit (least recently used entries go first)
 
 
 def default_folder() -> Path:
@@ -43,8 +44,9 @@ def enable_compilation_cache(folder: str | os.PathLike | None = None) -> Path | 
     """Turn on JAX's persistent compilation cache (see the module docstring for the folder).
 
     Every compiled function is cached (no minimum compile time or size), so the small
-    loops of the theory are reused by the next process. A folder that cannot be created
-    leaves the cache off rather than failing the run.
+    loops of the theory are reused by the next process. The folder is kept within
+    MAX_BYTES (`trim`). A folder that cannot be created leaves the cache off rather than
+    failing the run.
 
     Args:
       folder: a folder, "off", or None for LINEAR_THEORY_COMPILE_CACHE / the default.
@@ -58,6 +60,7 @@ def enable_compilation_cache(folder: str | os.PathLike | None = None) -> Path | 
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
+    trim(path)
     settings = {"jax_compilation_cache_dir": str(path), "jax_persistent_cache_min_compile_time_secs": 0.0}
     for name, value in settings.items():
         os.environ[name.upper()] = str(value)
@@ -67,3 +70,26 @@ def enable_compilation_cache(folder: str | os.PathLike | None = None) -> Path | 
         for name, value in settings.items():
             jax.config.update(name, value)
     return path
+
+
+def trim(path: Path, max_bytes: int = MAX_BYTES) -> None:
+    """Keep the cache folder within max_bytes: past it, delete the files used longest ago
+    (by access, else modification time) until 3/4 of the limit is left. One compiled loop
+    takes tens to hundreds of kB, so this is rare; it runs in about a millisecond otherwise.
+    (JAX's own size limit needs the `filelock` package and turns caching off without it.)"""
+    try:
+        entries = [(max(st.st_atime, st.st_mtime), st.st_size, e.path)
+                   for e in os.scandir(path) if e.is_file(follow_symlinks=False) for st in (e.stat(),)]
+    except OSError:
+        return
+    total = sum(size for _, size, _ in entries)
+    if total <= max_bytes:
+        return
+    for _, size, name in sorted(entries):
+        try:
+            os.remove(name)
+        except OSError:
+            continue
+        total -= size
+        if total <= 3 * max_bytes // 4:
+            break

@@ -137,3 +137,21 @@ def test_console_script_quick_exit_keeps_output_status_and_cache(tmp_path, capsy
     bad = subprocess.run([sys.executable, "-m", "linear_theory.cli", "predict", "--no-such-option"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "error" in bad.stderr and bad.stdout == ""
+
+
+def test_compile_cache_folder_is_trimmed_oldest_first(tmp_path):
+    """trim keeps the cache folder within its limit by deleting the least recently used files
+    until 3/4 of the limit is left; a folder within the limit is untouched."""
+    import os
+
+    from linear_theory._compile_cache import trim
+
+    for i in range(10):  # file i: 100 bytes, last used at time 1000 + i (file 0 the oldest)
+        p = tmp_path / f"entry{i}"
+        p.write_bytes(b"x" * 100)
+        os.utime(p, (1000 + i, 1000 + i))
+    trim(tmp_path, max_bytes=1000)
+    assert len(list(tmp_path.iterdir())) == 10
+    trim(tmp_path, max_bytes=800)  # 1000 > 800: delete 0, 1, 2, 3 (600 ≤ 600 left)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"entry{i}" for i in range(4, 10)]
+    trim(tmp_path / "missing", max_bytes=1)  # no folder: nothing to do, no error
