@@ -11,7 +11,8 @@ goes through `sweep`: it advances the exact map a_{k+1} = a_k (1 + η_k (s − d
 - the strengths at a few requested steps.
 
 The state is O(r × (grid + thresholds)); nothing grows with the number of steps. Steps
-are computed in blocks of `BLOCK` (a (BLOCK, r) buffer, a few hundred kB) so that the
+are computed in blocks (`block_size`: a (block, r) buffer of at most 4 MiB, or of 16 steps
+when the modes are more than 32 768) so that the
 per-step work is one fused elementwise update and the reductions over modes are
 matrix–vector products over the whole block (vectorised), not one small reduction per
 step; a block that runs past the last step repeats that step's strengths, which changes
@@ -38,14 +39,17 @@ from ._schedules import CONSTANT, Schedule
 from ._teacher import Teacher
 from ._noise import noise_penalty
 
-# Steps per block of the fused loop (benchmarks/bench_core.py prints the rate per block size:
-# 16-128 lie within the machine's noise, 64 was best on an idle 2-core machine). The inner
-# scan is not unrolled: measured on 2048 modes × 10⁵ steps, unroll 2 was 10-20% slower and
-# unroll 4-64 (with optimisation barriers between steps) 1.5-10× slower; stacking the block
-# and reducing it with three matrix-vector products beat per-step sums (1.7×) and one
-# matrix-matrix product (1.3×).
-BLOCK = 64
-CHUNK_BLOCKS = 2048  # blocks per jitted call when a progress bar is shown
+# Steps per block of the fused loop: the most steps (BLOCK) whose (steps × modes) float64
+# buffer stays within BLOCK_BYTES, at least 16 (`block_size`). On this 2-core machine
+# (2 MiB L2 per core, 32 MiB L3), 2048 modes × 10⁵-step sweeps ran at 5.1-5.6e8 mode-steps/s
+# with 64-step blocks, 6.0-6.9e8 with 256 (4 MiB), 5.1-5.5e8 with 512 and 3.6e8 with 1024
+# (benchmarks/bench_core.py prints the rate per block size). The inner scan is not
+# unrolled: unroll 2 was 10-20% slower and unroll 4-64 (with optimisation barriers between
+# steps) 1.5-10× slower; stacking the block and reducing it with three matrix-vector
+# products beat per-step sums (1.7×) and one matrix-matrix product (1.3×).
+BLOCK = 256
+BLOCK_BYTES = 4 * 2**20
+CHUNK_MODE_STEPS = 2**28  # mode-steps per jitted call when a progress bar is shown (≈ 0.5 s)
 PROGRESS_MODE_STEPS = 5e9  # show a progress bar (stderr) above this many mode-steps
 
 NOISE_KINDS = ("absolute", "init", "rms")
@@ -181,6 +185,15 @@ def _advance(state, k_end, n_blocks, s, d, t, lr, noise, thresholds, trace, d_ou
     return jax.lax.fori_loop(0, n_blocks, one_block, state)
 
 
+def block_size(modes: int) -> int:
+    """Steps per block for `modes` (padded) modes: the largest power of two ≤ BLOCK whose
+    (steps × modes) float64 buffer fits in BLOCK_BYTES, at least 16."""
+    block = BLOCK
+    while block > 16 and block * modes * 8 > BLOCK_BYTES:
+        block //= 2
+    return block
+
+
 def _bucket(n: int, smallest: int) -> int:
     """n rounded up to a size from a short list (≤ 25% larger), so that problems of similar
     size share one compiled loop: padded modes have s = a = 0 and add exact zeros."""
@@ -254,14 +267,14 @@ def sweep(
         from tqdm import tqdm
 
         bar = tqdm(total=max_steps, unit="step", unit_scale=True, desc="GD-map sweep", file=sys.stderr, leave=False)
-    k = 0
+    k, block = 0, block_size(rp)
     for stop in stops:
         while k < stop:
-            n = -(-(int(stop) - k) // BLOCK)
+            n = -(-(int(stop) - k) // block)
             if bar is not None:
-                n = min(n, CHUNK_BLOCKS)
-            state = _advance(state, np.int64(stop), np.int64(n), *consts, schedule=schedule, block=BLOCK)
-            k = min(k + n * BLOCK, int(stop))
+                n = min(n, max(1, CHUNK_MODE_STEPS // (block * rp)))
+            state = _advance(state, np.int64(stop), np.int64(n), *consts, schedule=schedule, block=block)
+            k = min(k + n * block, int(stop))
             state = state[:2] + (np.int64(k),) + state[3:]
             if bar is not None:
                 jax.block_until_ready(state[0])

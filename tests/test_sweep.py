@@ -156,3 +156,25 @@ def test_zero_noise_is_refused_by_predict():
         predict(t, 0.1, 0.0, 100)
     with pytest.raises(ValueError):
         summarize_path(t, 0.1, 100, 0.1, noise="relative")
+
+
+@pytest.mark.parametrize("block_max", [16, 256])
+def test_chunked_sweep_with_progress_equals_one_pass(monkeypatch, block_max):
+    """The progress-bar path advances in chunks of whole blocks: with chunks of one block, any
+    block size and recorded steps inside blocks, every output equals the single-pass sweep's
+    bit for bit (chunk and block boundaries change nothing)."""
+    import linear_theory._sweep as sw
+    from linear_theory import Teacher, initial_strengths
+
+    t = Teacher(np.eye(7), power_law_spectrum(7, 1.0, 1.2), np.eye(7))
+    a0 = initial_strengths(t, 1e-6, 7)
+    grid = sw.noise_grid(t, 7, np.array([0.02, 0.05, 0.1]), kind="absolute")
+    monkeypatch.setattr(sw, "BLOCK", block_max)
+    with jax.enable_x64(True):
+        one = sw.sweep(t, 0.3, 3001, a0, grid, 7, record_steps=[0, 5, 17, 1000, 3001], progress=False)
+        monkeypatch.setattr(sw, "CHUNK_MODE_STEPS", 1)
+        chunked = sw.sweep(t, 0.3, 3001, a0, grid, 7, record_steps=[0, 5, 17, 1000, 3001], progress=True)
+    for name in ("min_value", "argmin", "final_value", "first_crossing", "final_strengths", "recorded_strengths",
+                 "argmin_strengths"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(one, name), err_msg=name)
+    assert np.all(one.argmin > 0) and np.all(one.first_crossing > 0)
