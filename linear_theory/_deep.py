@@ -468,8 +468,8 @@ def predict_deep(teacher: Teacher, lr: float, sigma: float, max_steps: int, dept
     x, done = jax.device_put(b0), 0
     while done < max_steps:
         n = min(BLOCK, max_steps - done)
-        X = _factor_block(x, done, jax.device_put(teacher.s), lr, BLOCK, depth, schedule)
-        a = np.asarray(X)[:n] ** depth
+        X = np.asarray(_factor_block(x, done, jax.device_put(teacher.s), lr, BLOCK, depth, schedule))
+        a = X[:n] ** depth
         epl = evaluate(a)
         i = int(np.argmin(epl))
         if epl[i] < best:

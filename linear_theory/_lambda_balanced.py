@@ -372,8 +372,9 @@ def predict_lambda(teacher: Teacher, lr: float, sigma: float, max_steps: int, la
     x1, x2, done = jax.device_put(b1), jax.device_put(b2), 0
     while done < max_steps:
         n = min(BLOCK, max_steps - done)
-        X1, X2 = _factor_block(x1, x2, done, jax.device_put(teacher.s), lr, BLOCK, schedule, l1, l2)
-        B1, B2 = np.asarray(X1)[:n], np.asarray(X2)[:n]
+        X1, X2 = (np.asarray(x) for x in _factor_block(x1, x2, done, jax.device_put(teacher.s), lr, BLOCK, schedule,
+                                                        l1, l2))
+        B1, B2 = X1[:n], X2[:n]
         epl, sens = evaluate(B1, B2)
         i = int(np.argmin(epl))
         if epl[i] < best:
