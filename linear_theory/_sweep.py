@@ -41,11 +41,11 @@ from ._noise import noise_penalty
 
 # Steps per block of the fused loop: the most steps (BLOCK) whose (steps × modes) float64
 # buffer stays within BLOCK_BYTES, at least 16 (`block_size`). On this 2-core machine
-# (2 MiB L2 per core, 32 MiB L3), 2048 modes × 10⁵-step sweeps ran at 5.1-5.6e8 mode-steps/s
+# (2 MiB L2 per core, 32 MiB L3), 2048 modes × 2·10⁵-step sweeps ran at 5.1-5.6e8 mode-steps/s
 # with 64-step blocks, 6.0-6.9e8 with 256 (4 MiB), 5.1-5.5e8 with 512 and 3.6e8 with 1024
 # (benchmarks/bench_core.py prints the rate per block size). The inner scan is not
 # unrolled: unroll 2 was 10-20% slower and unroll 4-64 (with optimisation barriers between
-# steps) 1.5-10× slower; stacking the block and reducing it with three matrix-vector
+# steps) 1.5-10× slower (10⁵ steps); stacking the block and reducing it with three matrix-vector
 # products beat per-step sums (1.7×) and one matrix-matrix product (1.3×).
 BLOCK = 256
 BLOCK_BYTES = 4 * 2**20
