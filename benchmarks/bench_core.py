@@ -212,6 +212,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=None,
                     help="interleaved rounds of each whole-process comparison (default 3; 1 with --quick)")
     opts = ap.parse_args()
+    if opts.rounds is not None and opts.rounds < 1:
+        ap.error("--rounds must be at least 1")
     quick = opts.quick
     reps = opts.rounds or (1 if quick else 3)
     print(f"load average (1, 5, 15 min): {os.getloadavg()}; {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
