@@ -8,6 +8,7 @@ pre-training loss L_A ("out of domain") and the fine-tuning loss L_B ("in domain
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import jax
 import numpy as np
@@ -280,22 +281,18 @@ def finetune_grid(
     lists; each schedule (name → `Schedule`) is pre-trained once and its checkpoints reused."""
     T = check_checkpoints(pretrain_steps, allow_inf=False)
     B = np.asarray(target, dtype=np.float64)
-    for ft_lr in finetune_lrs:
-        for K in finetune_steps:
-            for l2 in finetune_l2s:
-                if not np.isfinite(ft_lr) or ft_lr <= 0 or int(K) != K or K < 1 or not np.isfinite(l2) or l2 < 0:
-                    raise ValueError("fine-tuning rates must be positive, steps positive integers, L2 ≥ 0")
-    pairs = [(float(ft_lr), float(l2)) for ft_lr in finetune_lrs for l2 in finetune_l2s]
+    lrs, ks, l2s = [float(x) for x in finetune_lrs], list(finetune_steps), [float(x) for x in finetune_l2s]
+    if not (all(np.isfinite(x) and x > 0 for x in lrs) and all(int(k) == k and k >= 1 for k in ks)
+            and all(np.isfinite(x) and x >= 0 for x in l2s)):
+        raise ValueError("fine-tuning rates must be positive, steps positive integers, L2 ≥ 0")
     rows, sweeps = [], []
     for name, schedule in schedules.items():
         pre = simulate_gd(teacher, d_hidden, lr, T, init=init, init_strength=init_strength, init_std=init_std,
                           seed=seed, schedule=schedule, record_weights=True, weight_decay=weight_decay)
-        # every (η_ft, λ) pair at once, one compiled program per K (a static loop length)
-        by_k = {int(K): _finetune_checkpoints(teacher, B, pre, [p[0] for p in pairs], int(K), [p[1] for p in pairs])
-                for K in finetune_steps}
-        for ft_lr in finetune_lrs:
-            for K in finetune_steps:
-                for l2 in finetune_l2s:
-                    rows.append((name, float(ft_lr), int(K), float(l2)))
-                    sweeps.append(by_k[int(K)][pairs.index((float(ft_lr), float(l2)))])
+        # every (η_ft, λ) pair at once (index i·len(l2s) + j), one compiled program per K
+        by_k = {int(k): _finetune_checkpoints(teacher, B, pre, np.repeat(lrs, len(l2s)), int(k),
+                                              np.tile(l2s, len(lrs))) for k in ks}
+        for i, k, j in itertools.product(range(len(lrs)), ks, range(len(l2s))):  # rows: η_ft, K, λ
+            rows.append((name, lrs[i], int(k), l2s[j]))
+            sweeps.append(by_k[int(k)][i * len(l2s) + j])
     return FinetuneGrid(rows, sweeps)
